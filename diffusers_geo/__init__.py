@@ -1,0 +1,38 @@
+"""diffusers-geo: geometry-aware diffusion samplers as drop-in Hugging Face diffusers schedulers.
+
+    pipe.scheduler = SigmaDDIMScheduler.from_config(pipe.scheduler.config)
+
+``SchedulerMixin`` is re-exported on purpose: diffusers loads a third-party class named in
+``model_index.json`` only if the named module exposes one of its loadable base classes. Public classes
+report ``__module__ == "diffusers_geo"`` so saved pipelines record the stable top-level name.
+Import ``diffusers_geo`` before ``DiffusionPipeline.from_pretrained`` on a pipeline saved with one of
+our schedulers (diffusers >= 0.42.1 no longer imports modules named by a repository).
+"""
+
+from diffusers import ModelMixin, SchedulerMixin
+
+from .models import OptimalDenoiser, OptimalDenoiserOutput
+from .registry import SCHEDULERS, load_scheduler
+from .schedulers import GeoScheduler, GeoSchedulerOutput, SigmaDDIMScheduler, scheduler_config
+from .solvers.reference import ReferenceSolution, solve_probability_flow_ode
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "GeoScheduler",
+    "GeoSchedulerOutput",
+    "ModelMixin",
+    "OptimalDenoiser",
+    "OptimalDenoiserOutput",
+    "ReferenceSolution",
+    "SCHEDULERS",
+    "SchedulerMixin",
+    "SigmaDDIMScheduler",
+    "load_scheduler",
+    "scheduler_config",
+    "solve_probability_flow_ode",
+]
+
+for _cls in (GeoScheduler, GeoSchedulerOutput, SigmaDDIMScheduler, OptimalDenoiser, OptimalDenoiserOutput):
+    _cls.__module__ = __name__
+del _cls

@@ -1,0 +1,35 @@
+"""Readable names for diffusers-geo schedulers: ``load_scheduler("sigma-ddim", pipe.scheduler.config)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .schedulers import GeoScheduler, SigmaDDIMScheduler
+
+SCHEDULERS: dict[str, type[GeoScheduler]] = {
+    "sigma-ddim": SigmaDDIMScheduler,
+}
+
+
+def load_scheduler(
+    name_or_class: str | type[GeoScheduler], config: Mapping[str, Any] | None = None, **overrides: Any
+) -> GeoScheduler:
+    """Build a diffusers-geo scheduler from another scheduler's config.
+
+    Args:
+        name_or_class: a name from :data:`SCHEDULERS` (case-insensitive, ``_`` or ``-``) or a class.
+        config: e.g. ``pipe.scheduler.config``; keys the scheduler does not take are kept as hidden
+            config (so switching back loses nothing). ``None`` uses the class defaults.
+        **overrides: config values to change, e.g. ``use_karras_sigmas=True``.
+    """
+    if isinstance(name_or_class, str):
+        key = name_or_class.strip().lower().replace("_", "-")
+        if key not in SCHEDULERS:
+            raise ValueError(f"Unknown scheduler {name_or_class!r}; valid names: {sorted(SCHEDULERS)}.")
+        cls = SCHEDULERS[key]
+    elif isinstance(name_or_class, type) and issubclass(name_or_class, GeoScheduler):
+        cls = name_or_class
+    else:
+        raise TypeError(f"Expected a scheduler name or a GeoScheduler subclass, got {name_or_class!r}.")
+    return cls.from_config(dict(config or {}), **overrides)

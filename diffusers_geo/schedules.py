@@ -1,0 +1,138 @@
+"""Noise schedules as plain functions returning tensors (no diffusers import).
+
+Everything here lives in the one coordinate system of the package: the VE noise level
+``sigma = sqrt((1 - alphas_cumprod) / alphas_cumprod)`` of a trained discrete VP model. A sampler
+schedule is a 1-D float64 tensor of sigmas, decreasing, whose last entry is the terminal sigma
+(usually 0), i.e. the k-diffusion / ComfyUI ``SIGMAS`` convention.
+
+References: DDPM betas (Ho et al. 2020), cosine schedule (Nichol & Dhariwal 2021, eq. 17),
+zero terminal SNR (Lin et al., arXiv 2305.08891, Alg. 1), timestep spacings (ibid., Table 2),
+Karras sigmas (Karras et al. 2022, eq. 5), beta sigmas (Lee et al., arXiv 2407.12173).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+SIGMA_SPACINGS = ("karras", "exponential", "beta")
+
+
+def make_betas(
+    num_train_timesteps: int,
+    beta_start: float,
+    beta_end: float,
+    beta_schedule: str,
+    trained_betas: Sequence[float] | np.ndarray | None = None,
+) -> torch.Tensor:
+    """The training betas (float32, as diffusers builds them)."""
+    if trained_betas is not None:
+        return torch.tensor(np.asarray(trained_betas), dtype=torch.float32)
+    if beta_schedule == "linear":
+        return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
+    if beta_schedule == "scaled_linear":
+        return torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
+    if beta_schedule == "squaredcos_cap_v2":
+
+        def alpha_bar(t: float) -> float:
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        betas = [
+            min(1 - alpha_bar((i + 1) / num_train_timesteps) / alpha_bar(i / num_train_timesteps), 0.999)
+            for i in range(num_train_timesteps)
+        ]
+        return torch.tensor(betas, dtype=torch.float32)
+    raise ValueError(f"Unknown beta_schedule {beta_schedule!r}; choose one of {BETA_SCHEDULES}.")
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Rescale betas so that the last timestep has zero SNR (arXiv 2305.08891, Algorithm 1)."""
+    alphas_bar_sqrt = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = alphas_bar_sqrt[0].clone(), alphas_bar_sqrt[-1].clone()
+    alphas_bar_sqrt = (alphas_bar_sqrt - last) * first / (first - last)
+    alphas_bar = alphas_bar_sqrt**2
+    alphas = torch.cat([alphas_bar[0:1], alphas_bar[1:] / alphas_bar[:-1]])
+    return 1 - alphas
+
+
+def training_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """sigma(t) = sqrt((1 - abar_t) / abar_t) for every training timestep, in float64."""
+    abar = alphas_cumprod.to(torch.float64)
+    return ((1 - abar) / abar).sqrt()
+
+
+def spaced_timesteps(
+    num_inference_steps: int, num_train_timesteps: int, spacing: str, steps_offset: int = 0
+) -> np.ndarray:
+    """Integer-valued training timesteps, decreasing, for a diffusers ``timestep_spacing``."""
+    n, t_train = num_inference_steps, num_train_timesteps
+    if spacing == "linspace":
+        timesteps = np.linspace(0, t_train - 1, n).round()[::-1]
+    elif spacing == "leading":
+        timesteps = (np.arange(0, n) * (t_train // n)).round()[::-1] + steps_offset
+    elif spacing == "trailing":
+        timesteps = np.round(np.arange(t_train, 0, -t_train / n)) - 1
+    else:
+        raise ValueError(f"Unknown timestep_spacing {spacing!r}; choose one of {TIMESTEP_SPACINGS}.")
+    return np.clip(timesteps, 0, t_train - 1).astype(np.float64).copy()
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. (2022) eq. 5: n sigmas interpolated linearly in sigma^(1/rho)."""
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (hi + ramp * (lo - hi)) ** rho
+
+
+def exponential_sigmas(sigma_min: float, sigma_max: float, n: int) -> torch.Tensor:
+    """n sigmas uniform in log sigma (log-linear schedule)."""
+    return torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64).exp()
+
+
+def beta_sigmas(sigma_min: float, sigma_max: float, n: int, a: float = 0.6, b: float = 0.6) -> torch.Tensor:
+    """Beta-distribution spacing (arXiv 2407.12173); needs scipy."""
+    try:
+        from scipy.stats import beta as beta_dist
+    except ImportError as err:  # pragma: no cover - exercised only without scipy
+        raise ImportError("use_beta_sigmas needs scipy: pip install scipy") from err
+    ppf = beta_dist.ppf(1 - np.linspace(0, 1, n), a, b)
+    return torch.tensor(sigma_min + ppf * (sigma_max - sigma_min), dtype=torch.float64)
+
+
+def respace_sigmas(kind: str, sigma_min: float, sigma_max: float, n: int) -> torch.Tensor:
+    """Dispatch to :func:`karras_sigmas`, :func:`exponential_sigmas` or :func:`beta_sigmas`."""
+    builders = {"karras": karras_sigmas, "exponential": exponential_sigmas, "beta": beta_sigmas}
+    if kind not in builders:
+        raise ValueError(f"Unknown sigma spacing {kind!r}; choose one of {SIGMA_SPACINGS}.")
+    return builders[kind](sigma_min, sigma_max, n)
+
+
+def sigma_to_timestep(sigmas: torch.Tensor, train_sigmas: torch.Tensor) -> torch.Tensor:
+    """Fractional training timestep of each sigma: linear interpolation of log sigma between
+    neighbouring integer timesteps, clamped to [0, T-1] (the inverse of :func:`timestep_to_sigma`)."""
+    log_train = train_sigmas.to(torch.float64).log()
+    log_sigma = sigmas.to(torch.float64).clamp_min(1e-10).log()
+    # index of the last training sigma <= sigma (training sigmas increase with t)
+    low = (torch.searchsorted(log_train, log_sigma, right=True) - 1).clamp(0, len(log_train) - 2)
+    lo, hi = log_train[low], log_train[low + 1]
+    w = ((log_sigma - lo) / (hi - lo)).clamp(0, 1)
+    return low.to(torch.float64) + w
+
+
+def timestep_to_sigma(timesteps: torch.Tensor, train_sigmas: torch.Tensor) -> torch.Tensor:
+    """sigma at (possibly fractional) training timesteps: log sigma interpolated linearly."""
+    t = timesteps.to(torch.float64).clamp(0, len(train_sigmas) - 1)
+    log_train = train_sigmas.to(device=t.device, dtype=torch.float64).log()
+    low = t.floor().long().clamp(max=len(log_train) - 2)
+    w = t - low.to(torch.float64)
+    return torch.exp((1 - w) * log_train[low] + w * log_train[low + 1])
+
+
+def append_terminal(sigmas: torch.Tensor, terminal: float) -> torch.Tensor:
+    """Append the terminal sigma (0 for "zero", sigma(t=0) for "sigma_min")."""
+    return torch.cat([sigmas.to(torch.float64), sigmas.new_tensor([terminal], dtype=torch.float64)])

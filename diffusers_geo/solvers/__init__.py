@@ -1,0 +1,8 @@
+"""Pure solver math in sigma coordinates (``y = x0 + sigma * eps``, denoiser ``D``); no diffusers import.
+
+One module per paper. Each update is a few lines that cite the equation it implements.
+"""
+
+from .euler import euler_step, ode_direction
+
+__all__ = ["euler_step", "ode_direction"]

@@ -1,0 +1,25 @@
+"""First-order probability-flow step: Euler in sigma = deterministic DDIM.
+
+Chen et al., "A Geometric Perspective on Diffusion Models" (arXiv 2305.19947), Prop. 1: the Euler step of
+``dy/dsigma = (y - D) / sigma`` is a convex combination of the current sample and the denoiser output,
+
+    y_next = (sigma_next / sigma) * y + (1 - sigma_next / sigma) * D,
+
+which is exactly DDIM with eta = 0 (Song et al. 2021, eq. 12) after ``x = alpha * y``.
+With ``sigma_next = 0`` it returns ``D`` (the "ODE-Jump").
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def ode_direction(y: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``dy/dsigma = (y - D) / sigma`` (Karras et al. 2022, eq. 3 with s=1, sigma(t)=t)."""
+    return (y - denoised) / sigma
+
+
+def euler_step(y: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+    """One Euler/DDIM step from ``sigma`` to ``sigma_next`` as the convex combination above."""
+    ratio = sigma_next / sigma
+    return ratio * y + (1 - ratio) * denoised

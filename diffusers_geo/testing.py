@@ -1,0 +1,401 @@
+"""Tiny, offline, random-weight diffusers pipelines for tests and examples.
+
+Every builder creates the *real* diffusers classes (``DDPMPipeline``, ``StableDiffusionPipeline`` and
+friends, ``StableDiffusionXLPipeline`` + refiner) from hand-written configs, so the pipeline code a user
+runs is the code under test, but the models are a few thousand parameters: a 4-step txt2img run takes
+milliseconds on a CPU and nothing is downloaded (no Hugging Face Hub access at all).
+
+Weights are deterministic given ``seed``: each model is built right after ``torch.manual_seed(seed)``
+inside :func:`torch.random.fork_rng`, so building a pipeline neither depends on nor changes the global
+RNG state.
+
+    pipe = tiny_sd_pipeline("img2img", scheduler=lambda config: load_scheduler("sigma-ddim", config))
+    image = pipe("a cat", image=tiny_image(0), strength=0.5, num_inference_steps=4).images[0]
+
+The ``scheduler`` argument of every builder takes a scheduler instance (installed as is), a scheduler
+class or a callable ``config -> scheduler`` (called with the pipeline's default scheduler config, e.g.
+``lambda c: load_scheduler("sigma-ddim", c)``), or a :data:`diffusers_geo.SCHEDULERS` name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMPipeline,
+    DDPMScheduler,
+    EulerDiscreteScheduler,
+    SchedulerMixin,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
+from PIL import Image
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+__all__ = [
+    "SchedulerSpec",
+    "make_scheduler",
+    "tiny_clip_tokenizer",
+    "tiny_ddpm_pipeline",
+    "tiny_image",
+    "tiny_mask",
+    "tiny_sd_components",
+    "tiny_sd_pipeline",
+    "tiny_sdxl_pipelines",
+]
+
+#: What the builders accept as ``scheduler``: an instance, a class, a ``config -> scheduler`` callable,
+#: or a name from :data:`diffusers_geo.SCHEDULERS`.
+SchedulerSpec = SchedulerMixin | type | Callable[[Mapping[str, Any]], SchedulerMixin] | str
+
+# Sizes shared by the builders (kept in one place so the shapes below stay consistent).
+TEXT_HIDDEN_SIZE = 32  # hidden size of every tiny CLIP text encoder (= UNet cross_attention_dim for SD)
+TEXT_PROJECTION_DIM = 32  # projection_dim of the SDXL CLIPTextModelWithProjection
+ADDITION_TIME_EMBED_DIM = 8  # SDXL micro-conditioning embedding size per scalar
+LATENT_SIZE = 8  # UNet sample_size; images are LATENT_SIZE * vae_scale_factor = 16 pixels wide
+
+# Stable Diffusion 1.x scheduler config (what `runwayml/stable-diffusion-v1-5` ships, minus the class).
+SD_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+
+_M = TypeVar("_M")
+
+
+def _seeded(seed: int, build: Callable[[], _M]) -> _M:
+    """Run ``build`` right after ``torch.manual_seed(seed)`` without touching the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def make_scheduler(spec: SchedulerSpec, config: Mapping[str, Any]) -> SchedulerMixin:
+    """Turn a :data:`SchedulerSpec` into a scheduler instance, given the pipeline's default ``config``.
+
+    An instance is returned as is; a class is built with ``from_config(config)``; a string goes through
+    :func:`diffusers_geo.load_scheduler`; any other callable is called with ``config``.
+    """
+    if isinstance(spec, SchedulerMixin):
+        return spec
+    if isinstance(spec, type):
+        return spec.from_config(config)
+    if isinstance(spec, str):
+        from .registry import load_scheduler
+
+        return load_scheduler(spec, config)
+    if callable(spec):
+        return spec(config)
+    raise TypeError(f"Expected a scheduler, a scheduler class, a callable or a name, got {spec!r}.")
+
+
+def _install(pipe, spec: SchedulerSpec | None):
+    if spec is not None:
+        pipe.scheduler = make_scheduler(spec, pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --------------------------------------------------------------------------------------------------
+# pixel space: DDPMPipeline
+# --------------------------------------------------------------------------------------------------
+def tiny_ddpm_pipeline(scheduler: SchedulerSpec | None = None, sample_size: int = 8, seed: int = 0) -> DDPMPipeline:
+    """A ``DDPMPipeline`` with a tiny random ``UNet2DModel`` (3 channels, ``sample_size`` pixels).
+
+    The default scheduler is ``DDPMScheduler`` with linear betas (1e-4 .. 0.02, 1000 steps).
+    """
+    unet = _seeded(
+        seed,
+        lambda: UNet2DModel(
+            sample_size=sample_size,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            norm_num_groups=4,
+            attention_head_dim=8,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        ),
+    )
+    default = DDPMScheduler(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
+    return _install(DDPMPipeline(unet=unet, scheduler=default), scheduler)
+
+
+# --------------------------------------------------------------------------------------------------
+# text encoders and tokenizers
+# --------------------------------------------------------------------------------------------------
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable unicode character map (256 entries)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def tiny_clip_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
+    """A CLIP tokenizer over a 514-entry byte-level vocabulary with no merges (built in memory).
+
+    Every byte is a token, once plain and once with the end-of-word suffix ``</w>``, plus
+    ``<|startoftext|>`` (id 512) and ``<|endoftext|>`` (id 513, also the padding token). Any text
+    tokenises (character by character); ``model_max_length`` is required, otherwise padding and
+    truncation to the text encoder's length do not happen.
+    """
+    chars = list(_bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+
+
+def _clip_text_config(tokenizer: CLIPTokenizer, **overrides: Any) -> CLIPTextConfig:
+    config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": TEXT_HIDDEN_SIZE,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": tokenizer.model_max_length,
+        "layer_norm_eps": 1e-5,
+        "hidden_act": "gelu",
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    config.update(overrides)
+    return CLIPTextConfig(**config)
+
+
+def _tiny_vae(seed: int) -> AutoencoderKL:
+    """A 2-level ``AutoencoderKL`` (vae_scale_factor 2, 4 latent channels)."""
+    return _seeded(
+        seed,
+        lambda: AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            norm_num_groups=4,
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            sample_size=2 * LATENT_SIZE,
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Stable Diffusion 1.x / 2.x
+# --------------------------------------------------------------------------------------------------
+def _sd_scheduler(prediction_type: str) -> DDIMScheduler:
+    """SD 1.x's DDIM config; for v-prediction SD 2.x-style "trailing" spacing."""
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}.")
+    config = dict(SD_SCHEDULER_CONFIG, prediction_type=prediction_type)
+    if prediction_type == "v_prediction":
+        config["timestep_spacing"] = "trailing"
+    return DDIMScheduler(**config)
+
+
+def tiny_sd_components(prediction_type: str = "epsilon", in_channels: int = 4, seed: int = 0) -> dict[str, Any]:
+    """Components of a tiny Stable Diffusion pipeline, for ``StableDiffusion*Pipeline(**components)``.
+
+    Args:
+        prediction_type: "epsilon" (SD 1.x config, "leading" spacing with ``steps_offset=1``) or
+            "v_prediction" (SD 2.x config, "trailing" spacing).
+        in_channels: UNet input channels: 4, or 9 for an inpainting UNet (latents, mask, masked image).
+        seed: weight seed.
+
+    Returns:
+        ``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler`` (a ``DDIMScheduler``) and
+        ``safety_checker=None``, ``feature_extractor=None``, ``image_encoder=None``,
+        ``requires_safety_checker=False``.
+    """
+    tokenizer = tiny_clip_tokenizer()
+    unet = _seeded(
+        seed,
+        lambda: UNet2DConditionModel(
+            sample_size=LATENT_SIZE,
+            in_channels=in_channels,
+            out_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            norm_num_groups=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=TEXT_HIDDEN_SIZE,
+            attention_head_dim=4,
+        ),
+    )
+    text_encoder = _seeded(seed, lambda: CLIPTextModel(_clip_text_config(tokenizer)))
+    return {
+        "unet": unet,
+        "vae": _tiny_vae(seed),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": tokenizer,
+        "scheduler": _sd_scheduler(prediction_type),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "image_encoder": None,
+        "requires_safety_checker": False,
+    }
+
+
+_SD_PIPELINES = {
+    "txt2img": StableDiffusionPipeline,
+    "img2img": StableDiffusionImg2ImgPipeline,
+    "inpaint": StableDiffusionInpaintPipeline,
+}
+
+
+def tiny_sd_pipeline(
+    kind: str = "txt2img",
+    prediction_type: str = "epsilon",
+    scheduler: SchedulerSpec | None = None,
+    seed: int = 0,
+    in_channels: int = 4,
+):
+    """A tiny Stable Diffusion pipeline: ``kind`` is "txt2img", "img2img" or "inpaint".
+
+    Images are 16x16 pixels (8x8 latents). The inpainting pipeline uses a 4-channel UNet by default,
+    the path where the pipeline re-noises the known region with ``scheduler.add_noise`` after every step;
+    pass ``in_channels=9`` for the inpainting-UNet path.
+    """
+    if kind not in _SD_PIPELINES:
+        raise ValueError(f"kind must be one of {list(_SD_PIPELINES)}, got {kind!r}.")
+    components = tiny_sd_components(prediction_type, in_channels=in_channels, seed=seed)
+    return _install(_SD_PIPELINES[kind](**components), scheduler)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stable Diffusion XL base + refiner
+# --------------------------------------------------------------------------------------------------
+def _sdxl_unet(cross_attention_dim: int, num_time_ids: int, seed: int) -> UNet2DConditionModel:
+    """An SDXL-style UNet: "text_time" micro-conditioning on ``num_time_ids`` scalars + pooled text."""
+    return _seeded(
+        seed,
+        lambda: UNet2DConditionModel(
+            sample_size=LATENT_SIZE,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            norm_num_groups=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=cross_attention_dim,
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=ADDITION_TIME_EMBED_DIM,
+            projection_class_embeddings_input_dim=num_time_ids * ADDITION_TIME_EMBED_DIM + TEXT_PROJECTION_DIM,
+            transformer_layers_per_block=(1, 1),
+        ),
+    )
+
+
+def _sdxl_scheduler() -> EulerDiscreteScheduler:
+    """SDXL 1.0's scheduler config (Euler, "leading" spacing, ``steps_offset=1``)."""
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type="epsilon",
+    )
+
+
+def tiny_sdxl_pipelines(
+    scheduler: SchedulerSpec | None = None, seed: int = 0
+) -> tuple[StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline]:
+    """A tiny SDXL base and refiner sharing the VAE, ``text_encoder_2`` and ``tokenizer_2``.
+
+    The base has two text encoders (``CLIPTextModel`` and ``CLIPTextModelWithProjection``, so
+    ``cross_attention_dim = 2 * 32``) and 6 micro-conditioning ids; the refiner has only the second
+    encoder and, with ``requires_aesthetics_score=True``, 5 ids. Use them for the ensemble-of-experts
+    hand-off: ``base(..., denoising_end=f, output_type="latent")`` then
+    ``refiner(..., image=latents, denoising_start=f)``.
+
+    Each pipeline gets its own scheduler instance (a given instance goes to the base, the refiner gets
+    ``type(instance).from_config(instance.config)``); both default to SDXL's Euler config.
+    """
+    tokenizer = tiny_clip_tokenizer()
+    tokenizer_2 = tiny_clip_tokenizer()
+    text_encoder = _seeded(seed, lambda: CLIPTextModel(_clip_text_config(tokenizer))).eval()
+    text_encoder_2 = _seeded(
+        seed + 1,
+        lambda: CLIPTextModelWithProjection(_clip_text_config(tokenizer_2, projection_dim=TEXT_PROJECTION_DIM)),
+    ).eval()
+    vae = _tiny_vae(seed)
+
+    base = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=_sdxl_unet(2 * TEXT_HIDDEN_SIZE, num_time_ids=6, seed=seed),
+        scheduler=_sdxl_scheduler(),
+        image_encoder=None,
+        feature_extractor=None,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+    refiner = StableDiffusionXLImg2ImgPipeline(
+        vae=vae,
+        text_encoder=None,
+        text_encoder_2=text_encoder_2,
+        tokenizer=None,
+        tokenizer_2=tokenizer_2,
+        unet=_sdxl_unet(TEXT_HIDDEN_SIZE, num_time_ids=5, seed=seed + 2),
+        scheduler=_sdxl_scheduler(),
+        image_encoder=None,
+        feature_extractor=None,
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+    _install(base, scheduler)
+    if isinstance(scheduler, SchedulerMixin):
+        scheduler = type(scheduler).from_config(scheduler.config)
+    _install(refiner, scheduler)
+    return base, refiner
+
+
+# --------------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------------
+def tiny_image(seed: int = 0, size: int = 2 * LATENT_SIZE) -> Image.Image:
+    """A random RGB ``size x size`` PIL image (deterministic given ``seed``), e.g. for img2img."""
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def tiny_mask(size: int = 2 * LATENT_SIZE) -> Image.Image:
+    """An inpainting mask: white (repaint) on the right half, black (keep) on the left."""
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[:, size // 2 :] = 255
+    return Image.fromarray(mask)

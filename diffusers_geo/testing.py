@@ -115,7 +115,9 @@ def _install(pipe, spec: SchedulerSpec | None):
 # --------------------------------------------------------------------------------------------------
 # pixel space: DDPMPipeline
 # --------------------------------------------------------------------------------------------------
-def tiny_ddpm_pipeline(scheduler: SchedulerSpec | None = None, sample_size: int = 8, seed: int = 0) -> DDPMPipeline:
+def tiny_ddpm_pipeline(
+    scheduler: SchedulerSpec | None = None, sample_size: int = 8, seed: int = 0
+) -> DDPMPipeline:
     """A ``DDPMPipeline`` with a tiny random ``UNet2DModel`` (3 channels, ``sample_size`` pixels).
 
     The default scheduler is ``DDPMScheduler`` with linear betas (1e-4 .. 0.02, 1000 steps).
@@ -134,7 +136,9 @@ def tiny_ddpm_pipeline(scheduler: SchedulerSpec | None = None, sample_size: int 
             up_block_types=("AttnUpBlock2D", "UpBlock2D"),
         ),
     )
-    default = DDPMScheduler(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
+    default = DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear"
+    )
     return _install(DDPMPipeline(unet=unet, scheduler=default), scheduler)
 
 
@@ -218,7 +222,9 @@ def _sd_scheduler(prediction_type: str) -> DDIMScheduler:
     return DDIMScheduler(**config)
 
 
-def tiny_sd_components(prediction_type: str = "epsilon", in_channels: int = 4, seed: int = 0) -> dict[str, Any]:
+def tiny_sd_components(
+    prediction_type: str = "epsilon", in_channels: int = 4, seed: int = 0
+) -> dict[str, Any]:
     """Components of a tiny Stable Diffusion pipeline, for ``StableDiffusion*Pipeline(**components)``.
 
     Args:
@@ -293,6 +299,7 @@ def tiny_sd_pipeline(
 # --------------------------------------------------------------------------------------------------
 def _sdxl_unet(cross_attention_dim: int, num_time_ids: int, seed: int) -> UNet2DConditionModel:
     """An SDXL-style UNet: "text_time" micro-conditioning on ``num_time_ids`` scalars + pooled text."""
+    add_embedding_dim = num_time_ids * ADDITION_TIME_EMBED_DIM + TEXT_PROJECTION_DIM
     return _seeded(
         seed,
         lambda: UNet2DConditionModel(
@@ -309,7 +316,7 @@ def _sdxl_unet(cross_attention_dim: int, num_time_ids: int, seed: int) -> UNet2D
             use_linear_projection=True,
             addition_embed_type="text_time",
             addition_time_embed_dim=ADDITION_TIME_EMBED_DIM,
-            projection_class_embeddings_input_dim=num_time_ids * ADDITION_TIME_EMBED_DIM + TEXT_PROJECTION_DIM,
+            projection_class_embeddings_input_dim=add_embedding_dim,
             transformer_layers_per_block=(1, 1),
         ),
     )
@@ -347,7 +354,9 @@ def tiny_sdxl_pipelines(
     text_encoder = _seeded(seed, lambda: CLIPTextModel(_clip_text_config(tokenizer))).eval()
     text_encoder_2 = _seeded(
         seed + 1,
-        lambda: CLIPTextModelWithProjection(_clip_text_config(tokenizer_2, projection_dim=TEXT_PROJECTION_DIM)),
+        lambda: CLIPTextModelWithProjection(
+            _clip_text_config(tokenizer_2, projection_dim=TEXT_PROJECTION_DIM)
+        ),
     ).eval()
     vae = _tiny_vae(seed)
 

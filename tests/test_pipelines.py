@@ -71,6 +71,9 @@ def _control(cls: type[SchedulerMixin]) -> Case:
 
 
 OURS = [_ours(name) for name in sorted(SCHEDULERS)]
+# Controls, where the pipeline supports them: DDPMPipeline only handles VP schedulers (it never scales the
+# initial noise; Euler gives noise there and Heun's step takes no `generator`); DDIMScheduler's
+# set_timesteps takes neither `timesteps` nor `sigmas`, and only Euler-type schedulers take `sigmas`.
 DDIM, EULER, DPM, HEUN = (
     _control(c)
     for c in (DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler, HeunDiscreteScheduler)
@@ -119,11 +122,16 @@ def traced(pipe) -> Iterator[Trace]:
         trace.steps += 1
         return out
 
+    shadowed = {obj: name in vars(obj) for obj, name in ((unet, "forward"), (scheduler, "step"))}
     unet.forward, scheduler.step = counting_forward, checking_step
     try:
         yield trace
-    finally:
-        del unet.forward, scheduler.step
+    finally:  # restore exactly: drop our instance attribute, or put back one that was there before
+        for obj, name, original in ((unet, "forward", forward), (scheduler, "step", step)):
+            if shadowed[obj]:
+                setattr(obj, name, original)
+            else:
+                delattr(obj, name)
 
 
 def install(pipe, case: Case, config: Mapping[str, Any]) -> SchedulerMixin:
@@ -159,6 +167,17 @@ def assert_ran_to_the_end(pipe, case: Case) -> None:
 # --------------------------------------------------------------------------------------------------
 # pipelines, built once per module
 # --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Run this module's tiny models on one intra-op thread: tensors of a few hundred elements gain
+    nothing from parallelism, and on a busy 2-core runner OpenMP's spin-waiting made each pipeline call
+    take seconds instead of milliseconds (measured: a 5-step DDPMPipeline run 0.03 s vs 14 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def ddpm():
     pipe = tiny_ddpm_pipeline(seed=0)
@@ -225,7 +244,9 @@ def test_ddpm_pipeline_reproducible_and_stateless(ddpm, case):
 
     # a freshly built pipeline with a fresh scheduler: same seed, same output
     fresh = tiny_ddpm_pipeline(scheduler=case, seed=0)
-    np.testing.assert_array_equal(first, fresh(num_inference_steps=5, generator=gen(0), output_type="np").images)
+    np.testing.assert_array_equal(
+        first, fresh(num_inference_steps=5, generator=gen(0), output_type="np").images
+    )
 
     # and the seed matters
     other = pipe(num_inference_steps=5, generator=gen(1), output_type="np").images
@@ -350,7 +371,10 @@ def test_sd_inpaint_4_channel(inpaint, case, strength):
     assert latents.shape == (1, 4, 8, 8)
     assert_finite(trace, latents)
     kept = min(int(4 * strength), 4)
-    assert trace.unet_timesteps == full_schedule(case, config, num_inference_steps=4)[(4 - kept) * pipe.scheduler.order :]
+    assert (
+        trace.unet_timesteps
+        == full_schedule(case, config, num_inference_steps=4)[(4 - kept) * pipe.scheduler.order :]
+    )
     assert_ran_to_the_end(pipe, case)
 
 

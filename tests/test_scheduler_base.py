@@ -11,7 +11,6 @@ import torch
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
-    DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
     PNDMScheduler,
 )
@@ -109,7 +108,9 @@ def test_init_signature_is_explicit():
         PNDMScheduler(**SD, steps_offset=1, skip_prk_steps=True, set_alpha_to_one=False),
         EulerDiscreteScheduler(**SD, timestep_spacing="leading", steps_offset=1, use_karras_sigmas=True),
         DDPMScheduler(**DDPM, variance_type="fixed_small", clip_sample=True),
-        DDIMScheduler(**SD, prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing"),
+        DDIMScheduler(
+            **SD, prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing"
+        ),
     ],
     ids=["sd15-pndm", "sdxl-euler", "ddpm", "zero-snr-v"],
 )

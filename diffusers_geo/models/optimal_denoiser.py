@@ -145,7 +145,9 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
                              f"{tuple(variances.shape)}.")  # fmt: skip
         if (variances < 0).any() or not torch.isfinite(variances).all():
             raise ValueError("variances must be finite and non-negative.")
-        weights = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights)
+        weights = (
+            torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights)
+        )
         weights = weights.to(torch.float64)
         if weights.shape != (k,) or (weights <= 0).any():
             raise ValueError(f"weights must be {k} positive numbers.")
@@ -163,7 +165,10 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
         """``log r_k(y)`` of each component given ``y = x0 + sigma * n`` (flattened ``(B, d)``)."""
         var = self.variances + sigma**2  # (K, 1) or (K, d)
         if self.config.covariance_type == "diagonal":
-            sq = torch.stack([((y - mu) ** 2 / v).sum(-1) for mu, v in zip(self.means, var, strict=True)], -1)
+            precision = 1.0 / var  # multiply, never divide, in the loop: float64 division is slow
+            sq = torch.stack(
+                [((y - mu) ** 2 * p).sum(-1) for mu, p in zip(self.means, precision, strict=True)], -1
+            )
             log_det = var.log().sum(-1)
         else:
             dist = torch.cdist(y[None], self.means[None], compute_mode="donot_use_mm_for_euclid_dist")[0]
@@ -175,16 +180,21 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
     def denoise(self, y: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         """``D(y, sigma) = E[x0 | x0 + sigma * n = y]``; ``y`` is ``(B, C, H, W)``, ``sigma`` a float or ``(B,)``."""
         flat = y.reshape(y.shape[0], -1).to(self.means.dtype)
-        sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1).expand(flat.shape[0])
-        out = torch.empty_like(flat)
-        for s in sigma.unique():
-            rows = (sigma == s).nonzero()[:, 0].to(flat.device)
-            s = float(s)
-            r = self.log_responsibilities(flat[rows], s).exp()  # (b, K)
-            w = 1.0 / (self.variances + s**2)  # (K, 1|d)
-            shrink = r @ w if w.shape[1] > 1 else (r @ w).expand(-1, self.dim)  # sum_k r_k w_k
-            out[rows] = flat[rows] - s**2 * (flat[rows] * shrink - r @ (w * self.means))
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
+        if len(sigma) == 1:
+            out = self._posterior_mean(flat, float(sigma))
+        else:
+            out = torch.empty_like(flat)
+            for s in sigma.unique():
+                rows = (sigma == s).nonzero()[:, 0].to(flat.device)
+                out[rows] = self._posterior_mean(flat[rows], float(s))
         return out.reshape(y.shape).to(y.dtype)
+
+    def _posterior_mean(self, y: torch.Tensor, sigma: float) -> torch.Tensor:
+        # sum_k r_k (mu_k + v_k w_k (y - mu_k)) with w_k = 1 / (v_k + sigma^2) = y - sigma^2 sum_k r_k w_k (y - mu_k)
+        r = self.log_responsibilities(y, sigma).exp()  # (B, K)
+        w = 1.0 / (self.variances + sigma**2)  # (K, 1) or (K, d)
+        return y - sigma**2 * (y * (r @ w) - r @ (w * self.means))
 
     def forward(
         self,
@@ -224,7 +234,9 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
         cov = (mu * w[:, None]).T @ mu - torch.outer(mean, mean)
         return cov + torch.diag((w[:, None] * self.variances.expand(-1, self.dim)).sum(0))
 
-    def sample_data(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_data(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` exact samples of the data distribution and their component indices."""
         dev = self.means.device
         comp = torch.multinomial(self.weights.cpu().float(), n, replacement=True, generator=generator).to(dev)

@@ -272,7 +272,9 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 raise ValueError(f"Cannot pass `timesteps` with use_{respacing}_sigmas=True; pass `sigmas`.")
             t = _as_decreasing("timesteps", timesteps)
             if t[0] > cfg.num_train_timesteps - 1 or t[-1] < 0:
-                raise ValueError(f"`timesteps` must lie in [0, {cfg.num_train_timesteps - 1}], got {t.tolist()}.")
+                raise ValueError(
+                    f"`timesteps` must lie in [0, {cfg.num_train_timesteps - 1}], got {t.tolist()}."
+                )
             sigmas = append_terminal(param.sigma_of(t), self._terminal_sigma())
         else:
             n = num_inference_steps
@@ -335,7 +337,9 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             return_dict: return a :class:`GeoSchedulerOutput` (else a tuple, ``prev_sample`` first).
         """
         if self.num_inference_steps is None:
-            raise ValueError(f"{type(self).__name__}.step called before set_timesteps; call set_timesteps first.")
+            raise ValueError(
+                f"{type(self).__name__}.step called before set_timesteps; call set_timesteps first."
+            )
         if self._step_index is None:
             self._init_step_index(timestep)
         index = self._step_index
@@ -345,7 +349,9 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 "call set_timesteps again to start a new run."
             )
         if variance_noise is not None and variance_noise.shape != sample.shape:
-            raise ValueError(f"variance_noise has shape {tuple(variance_noise.shape)}, expected {tuple(sample.shape)}.")
+            raise ValueError(
+                f"variance_noise has shape {tuple(variance_noise.shape)}, expected {tuple(sample.shape)}."
+            )
         self._check_finite(model_output, index)
 
         dtype = torch.float64 if sample.dtype == torch.float64 else torch.float32
@@ -418,7 +424,9 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 return self.sigmas[int(matches[0])]
         return self.parameterization.sigma_of(timestep.reshape(1).to(torch.float64))[0]
 
-    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def get_velocity(
+        self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
         """The v-prediction target ``alpha * noise - alpha * sigma * x0`` at training ``timesteps``."""
         sigma = self.parameterization.sigma_of(torch.as_tensor(timesteps).reshape(-1).cpu().to(torch.float64))
         sigma = sigma.to(sample.device, torch.float32).reshape(-1, *([1] * (sample.ndim - 1)))

@@ -1,0 +1,209 @@
+"""Quality versus NFE on the exact denoiser, every sampler on common noise.
+
+For each sampler, NFE and seed: draw the same initial noise for everyone, run the sampler's own loop
+(``init_noise_sigma``, ``scale_model_input``, ``step``) with counted model calls, and score
+
+* ``rmse``: distance to the exact PF-ODE solution from the same starting point (deterministic samplers);
+* ``fd``: Fréchet distance of the samples' mean/covariance to the mixture's exact mean/covariance
+  (in the leading principal subspace, see :class:`DistributionScorer`);
+* ``mode_error``: total-variation distance between the frequencies of the mixture components the
+  samples land in and the mixture weights.
+
+Repeating over seeds gives the spread (the noise band): a difference smaller than it is not a win.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from ..models import OptimalDenoiser
+from ..solvers.reference import solve_probability_flow_ode
+from .samplers import make_sampler
+
+
+@dataclass
+class Run:
+    sampler: str
+    nfe_target: int
+    nfe: int
+    seed: int
+    fd: float
+    mode_error: float
+    rmse: float | None
+
+
+@dataclass
+class Summary:
+    sampler: str
+    nfe_target: int
+    nfe: int
+    stochastic: bool
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (mean, std)
+
+
+def frechet_distance(
+    mean: torch.Tensor, cov: torch.Tensor, ref_mean: torch.Tensor, ref_cov: torch.Tensor
+) -> float:
+    """``|m1 - m2|^2 + tr(C1 + C2 - 2 (C1^1/2 C2 C1^1/2)^1/2)`` (Dowson & Landau 1982)."""
+    evals, evecs = torch.linalg.eigh(cov)
+    root = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
+    cross = torch.linalg.eigvalsh(root @ ref_cov @ root).clamp_min(0).sqrt().sum()
+    return float((mean - ref_mean).pow(2).sum() + cov.trace() + ref_cov.trace() - 2 * cross)
+
+
+class DistributionScorer:
+    """``(fd, mode_error)`` of samples against the exact mixture.
+
+    The Fréchet distance is taken in the span of the ``dims`` leading principal directions of the exact
+    data covariance (as FID works in a feature space): in the full pixel space a few hundred samples
+    cannot estimate a covariance, and the finite-sample bias would swamp the differences between samplers.
+    """
+
+    def __init__(self, model: OptimalDenoiser, dims: int = 32):
+        self.model = model
+        cov = model.data_covariance()
+        evals, evecs = torch.linalg.eigh(cov)
+        self.basis = evecs[:, -min(dims, len(evals)) :]  # (d, k)
+        self.mean = model.data_mean() @ self.basis
+        self.cov = self.basis.T @ cov @ self.basis
+
+    def __call__(self, samples: torch.Tensor) -> tuple[float, float]:
+        flat = samples.reshape(len(samples), -1).to(self.basis.dtype)
+        feats = flat @ self.basis
+        fd = frechet_distance(feats.mean(0), torch.cov(feats.T), self.mean, self.cov)
+        weights = self.model.weights
+        comp = self.model.log_responsibilities(flat, 1e-3).argmax(-1)
+        freq = torch.bincount(comp, minlength=len(weights)).to(flat.dtype) / len(flat)
+        return fd, 0.5 * float((freq - weights).abs().sum())
+
+
+def steps_for_nfe(scheduler, nfe: int) -> int | None:
+    """Largest ``num_inference_steps`` whose schedule makes at most ``nfe`` model calls."""
+    for steps in range(nfe, 0, -1):
+        scheduler.set_timesteps(steps)
+        if len(scheduler.timesteps) <= nfe:
+            return steps
+    return None
+
+
+def sample(scheduler, model: OptimalDenoiser, noise: torch.Tensor, generator: torch.Generator | None):
+    """Run one pipeline-style loop; returns ``(final sample, model calls, VP model input at the start, t0)``."""
+    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+    x = noise * scheduler.init_noise_sigma
+    calls, start = 0, None
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(x, t)
+        if start is None:
+            start = (model_input, t)
+        output = model(model_input, t).sample
+        calls += 1
+        kwargs = {"generator": generator} if takes_generator else {}
+        x = scheduler.step(output, t, x, **kwargs).prev_sample
+    return x, calls, start
+
+
+class ReferenceCache:
+    """Exact PF-ODE solutions, keyed by seed and starting point (schedulers start at different sigmas)."""
+
+    def __init__(self, model: OptimalDenoiser, rtol: float = 1e-6):
+        self.model, self.rtol, self.cache = model, rtol, {}
+
+    def solve(self, seed: int, model_input: torch.Tensor, timestep) -> torch.Tensor:
+        sigma = float(self.model.parameterization.sigma_of(torch.as_tensor(timestep).reshape(1).cpu()))
+        y0 = model_input.to(self.model.means.dtype) * math.sqrt(1 + sigma**2)
+        key = (seed, round(sigma, 6), round(float(y0.flatten()[:8].abs().sum()), 6))
+        if key not in self.cache:
+            self.cache[key] = solve_probability_flow_ode(self.model.denoise, y0, sigma, 0.0,
+                                                         rtol=self.rtol, atol=self.rtol).sample  # fmt: skip
+        return self.cache[key]
+
+
+def run_quality(
+    model: OptimalDenoiser,
+    config: dict[str, Any],
+    samplers: Sequence[str],
+    nfes: Sequence[int],
+    seeds: Sequence[int] = (0, 1, 2),
+    num_samples: int = 256,
+    progress: bool = True,
+) -> tuple[list[Run], list[Summary]]:
+    """Score every sampler at every NFE on every seed; returns the runs and their mean/std summaries."""
+    from tqdm.auto import tqdm
+
+    references, scores = ReferenceCache(model), DistributionScorer(model)
+    runs: list[Run] = []
+    stochastic: dict[str, bool] = {}
+    jobs = [(name, nfe, seed) for name in samplers for nfe in nfes for seed in seeds]
+    for name, nfe_target, seed in tqdm(jobs, desc="bench", disable=not progress):
+        scheduler, stochastic[name] = make_sampler(name, config)
+        steps = steps_for_nfe(scheduler, nfe_target)
+        if steps is None:
+            continue
+        scheduler.set_timesteps(steps)
+        noise = torch.randn(num_samples, *model.sample_shape, generator=torch.Generator().manual_seed(seed),
+                            dtype=model.means.dtype)  # fmt: skip
+        generator = torch.Generator().manual_seed(10_000 + seed)
+        x, calls, (model_input, t0) = sample(scheduler, model, noise, generator)
+        if calls != len(scheduler.timesteps):
+            raise RuntimeError(
+                f"{name}: counted {calls} model calls for {len(scheduler.timesteps)} timesteps"
+            )
+        fd, mode_error = scores(x)
+        rmse = None
+        if not stochastic[name]:
+            ref = references.solve(seed, model_input, t0)
+            rmse = float((x.to(ref.dtype) - ref).pow(2).mean().sqrt())
+        runs.append(Run(name, nfe_target, calls, seed, fd, mode_error, rmse))
+    return runs, summarize(runs, stochastic)
+
+
+def floors(
+    model: OptimalDenoiser, config: dict[str, Any], seeds: Sequence[int], num_samples: int
+) -> list[Summary]:
+    """The scores no sampler can beat with this many samples: exact data samples, and the exact PF-ODE
+    started from N(0, I) at the schedule's largest sigma (its gap to the data is the prior mismatch)."""
+    sigma_max, scores = model.parameterization.sigma_max, DistributionScorer(model)
+    data, ode = [], []
+    for seed in seeds:
+        x, _ = model.sample_data(num_samples, torch.Generator().manual_seed(20_000 + seed))
+        data.append(scores(x))
+        noise = torch.randn(num_samples, *model.sample_shape, generator=torch.Generator().manual_seed(seed),
+                            dtype=model.means.dtype)  # fmt: skip
+        y = solve_probability_flow_ode(model.denoise, noise * math.sqrt(1 + sigma_max**2), sigma_max).sample
+        ode.append(scores(y))
+    rows = []
+    for name, scores in (("exact data samples", data), ("exact PF-ODE from sigma_max", ode)):
+        runs = [Run(name, 0, 0, s, fd, me, None) for s, (fd, me) in zip(seeds, scores, strict=True)]
+        rows += summarize(runs, {name: False})
+    return rows
+
+
+def summarize(runs: list[Run], stochastic: dict[str, bool]) -> list[Summary]:
+    groups: dict[tuple[str, int], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.sampler, run.nfe_target), []).append(run)
+    out = []
+    for (name, nfe_target), group in groups.items():
+        summary = Summary(name, nfe_target, group[0].nfe, stochastic[name])
+        for metric in ("rmse", "fd", "mode_error"):
+            values = [getattr(r, metric) for r in group if getattr(r, metric) is not None]
+            if values:
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                summary.metrics[metric] = (statistics.fmean(values), spread)
+        out.append(summary)
+    return out
+
+
+def to_json(runs: list[Run], summaries: list[Summary], settings: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "settings": settings,
+        "runs": [asdict(r) for r in runs],
+        "summary": [asdict(s) for s in summaries],
+    }

@@ -28,8 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare samplers on common noise with the exact optimal denoiser; prints Markdown "
         "tables and writes results.json and a PNG plot to --out.",
     )
-    bench.add_argument("--schedulers", default="all",
-                       help="comma-separated names ('all', 'ours', 'builtins', or names from --list)")  # fmt: skip
+    bench.add_argument(
+        "--schedulers",
+        default="all",
+        help="comma-separated names ('all', 'ours', 'builtins', or names from --list)",
+    )
     bench.add_argument(
         "--nfe", type=_int_list, default=[5, 6, 8, 10, 15, 20], help="target NFEs, e.g. 5,10,20"
     )
@@ -105,8 +108,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
     model = digits_mixture(config, size=args.size)
     seeds = list(range(args.seeds))
-    runs, summaries = run_quality(model, config, names, args.nfe, seeds, args.samples,
-                                  progress=not args.no_progress)  # fmt: skip
+    runs, summaries = run_quality(
+        model, config, names, args.nfe, seeds, args.samples, progress=not args.no_progress
+    )
     summaries += floors(model, config, seeds, args.samples)
     title = f"config={args.config} prediction={args.prediction} d={model.dim} samples={args.samples} seeds={args.seeds}"
     print(f"# diffusers-geo bench ({title})" + (f"\n\n`{command}`" if command else ""))

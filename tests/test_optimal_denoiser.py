@@ -66,8 +66,13 @@ def test_mixture_matches_bayes_rule_by_brute_force():
     logp = torch.stack([c.log_prob(y.flatten(1)) for c in comps], -1) + weights.log()
     r = logp.softmax(-1)
     post = torch.stack(
-        [means[i].flatten() + var[i].flatten() / (var[i].flatten() + sigma**2) * (y.flatten(1) - means[i].flatten())
-         for i in range(k)], 1)  # fmt: skip
+        [
+            means[i].flatten()
+            + var[i].flatten() / (var[i].flatten() + sigma**2) * (y.flatten(1) - means[i].flatten())
+            for i in range(k)
+        ],
+        1,
+    )
     expected = (r[..., None] * post).sum(1).reshape(y.shape)
     assert torch.allclose(model.denoise(y, sigma), expected, atol=1e-10)
 
@@ -110,9 +115,12 @@ def test_float32_agrees_with_float64():
 def test_save_and_load_roundtrip(tmp_path):
     torch.manual_seed(0)
     model = OptimalDenoiser.from_gaussian_mixture(
-        torch.randn(3, 1, 4, 4), torch.rand(3, 1, 4, 4) * 0.1, torch.tensor([0.2, 0.3, 0.5]),
-        prediction_type="v_prediction", **SD,
-    )  # fmt: skip
+        torch.randn(3, 1, 4, 4),
+        torch.rand(3, 1, 4, 4) * 0.1,
+        torch.tensor([0.2, 0.3, 0.5]),
+        prediction_type="v_prediction",
+        **SD,
+    )
     model.save_pretrained(tmp_path)
     assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
     back = OptimalDenoiser.from_pretrained(tmp_path)

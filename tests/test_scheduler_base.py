@@ -44,8 +44,13 @@ def run(scheduler, model, x, steps=None, **kwargs):
 @pytest.mark.parametrize("schedule", [SD, DDPM], ids=["sd", "ddpm"])
 def test_sigma_ddim_equals_diffusers_ddim_trailing(prediction_type, steps, schedule):
     model = gaussian_data_model(prediction_type, **schedule)
-    ref = DDIMScheduler(**schedule, prediction_type=prediction_type, timestep_spacing="trailing",
-                        set_alpha_to_one=True, clip_sample=False)  # fmt: skip
+    ref = DDIMScheduler(
+        **schedule,
+        prediction_type=prediction_type,
+        timestep_spacing="trailing",
+        set_alpha_to_one=True,
+        clip_sample=False,
+    )
     ours = SigmaDDIMScheduler.from_config(ref.config)
     ref.set_timesteps(steps)
     ours.set_timesteps(steps)
@@ -278,8 +283,9 @@ def test_return_dict_false_and_velocity():
 
 def test_zero_snr_is_finite_with_v_prediction():
     model = gaussian_data_model("v_prediction", **SD, rescale_betas_zero_snr=True)
-    s = SigmaDDIMScheduler(**SD, prediction_type="v_prediction", rescale_betas_zero_snr=True,
-                           timestep_spacing="trailing")  # fmt: skip
+    s = SigmaDDIMScheduler(
+        **SD, prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing"
+    )
     out = run(s, model, torch.randn(2, 2, 4, 4), 5)
     assert torch.isfinite(out).all()
     assert s.sigmas[0] > 1000

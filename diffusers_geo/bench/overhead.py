@@ -15,8 +15,9 @@ SHAPES: tuple[tuple[int, ...], ...] = ((1, 4, 64, 64), (1, 3, 256, 256))
 BASELINE = "dpmpp-2m"
 
 
-def time_steps(name: str, config: dict[str, Any], shape: Sequence[int], steps: int, repeats: int,
-               device: str) -> float:  # fmt: skip
+def time_steps(
+    name: str, config: dict[str, Any], shape: Sequence[int], steps: int, repeats: int, device: str
+) -> float:
     """Median over ``repeats`` of the mean wall time of one ``step`` (no model: a fixed random output)."""
     scheduler, _ = make_sampler(name, config)
     gen = torch.Generator(device).manual_seed(0)
@@ -37,16 +38,23 @@ def time_steps(name: str, config: dict[str, Any], shape: Sequence[int], steps: i
     return statistics.median(times[1:])
 
 
-def run_overhead(names: Sequence[str], config: dict[str, Any], steps: int = 20, repeats: int = 5,
-                 device: str = "cpu") -> list[dict[str, Any]]:  # fmt: skip
+def run_overhead(
+    names: Sequence[str], config: dict[str, Any], steps: int = 20, repeats: int = 5, device: str = "cpu"
+) -> list[dict[str, Any]]:
     """Rows ``{sampler, shape, us_per_step, ratio}``; the ratio is to :data:`BASELINE` on the same shape."""
     rows = []
     for shape in SHAPES:
         base = time_steps(BASELINE, config, shape, steps, repeats, device)
         for name in names:
             t = base if name == BASELINE else time_steps(name, config, shape, steps, repeats, device)
-            rows.append({"sampler": name, "shape": "x".join(map(str, shape)), "us_per_step": t * 1e6,
-                         "ratio": t / base})  # fmt: skip
+            rows.append(
+                {
+                    "sampler": name,
+                    "shape": "x".join(map(str, shape)),
+                    "us_per_step": t * 1e6,
+                    "ratio": t / base,
+                }
+            )
     return rows
 
 

@@ -34,8 +34,14 @@ DDPM_CONFIG: dict[str, Any] = {
     "variance_type": "fixed_small",
     "trained_betas": None,
 }
-SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                 "rescale_betas_zero_snr")  # fmt: skip
+SCHEDULE_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "rescale_betas_zero_snr",
+)
 
 
 def load_config(name_or_path: str, prediction_type: str = "epsilon") -> dict[str, Any]:

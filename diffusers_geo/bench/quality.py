@@ -120,8 +120,9 @@ class ReferenceCache:
         y0 = model_input.to(self.model.means.dtype) * math.sqrt(1 + sigma**2)
         key = (seed, round(sigma, 6), round(float(y0.flatten()[:8].abs().sum()), 6))
         if key not in self.cache:
-            self.cache[key] = solve_probability_flow_ode(self.model.denoise, y0, sigma, 0.0,
-                                                         rtol=self.rtol, atol=self.rtol).sample  # fmt: skip
+            self.cache[key] = solve_probability_flow_ode(
+                self.model.denoise, y0, sigma, 0.0, rtol=self.rtol, atol=self.rtol
+            ).sample
         return self.cache[key]
 
 
@@ -147,8 +148,12 @@ def run_quality(
         if steps is None:
             continue
         scheduler.set_timesteps(steps)
-        noise = torch.randn(num_samples, *model.sample_shape, generator=torch.Generator().manual_seed(seed),
-                            dtype=model.means.dtype)  # fmt: skip
+        noise = torch.randn(
+            num_samples,
+            *model.sample_shape,
+            generator=torch.Generator().manual_seed(seed),
+            dtype=model.means.dtype,
+        )
         generator = torch.Generator().manual_seed(10_000 + seed)
         x, calls, (model_input, t0) = sample(scheduler, model, noise, generator)
         if calls != len(scheduler.timesteps):
@@ -174,8 +179,12 @@ def floors(
     for seed in seeds:
         x, _ = model.sample_data(num_samples, torch.Generator().manual_seed(20_000 + seed))
         data.append(scores(x))
-        noise = torch.randn(num_samples, *model.sample_shape, generator=torch.Generator().manual_seed(seed),
-                            dtype=model.means.dtype)  # fmt: skip
+        noise = torch.randn(
+            num_samples,
+            *model.sample_shape,
+            generator=torch.Generator().manual_seed(seed),
+            dtype=model.means.dtype,
+        )
         y = solve_probability_flow_ode(model.denoise, noise * math.sqrt(1 + sigma_max**2), sigma_max).sample
         ode.append(scores(y))
     rows = []

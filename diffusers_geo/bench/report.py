@@ -61,8 +61,13 @@ def plot(summaries: Sequence[Summary], path: Path, title: str) -> None:
             std = [s.metrics[metric][1] for s in rows]
             style = "-" if not name.endswith("-karras") else "--"
             ax.plot(nfe, mean, style, marker="o", ms=3, color=cmap(i % 20), label=name)
-            ax.fill_between(nfe, [m - d for m, d in zip(mean, std, strict=True)],
-                            [m + d for m, d in zip(mean, std, strict=True)], color=cmap(i % 20), alpha=0.15)  # fmt: skip
+            ax.fill_between(
+                nfe,
+                [m - d for m, d in zip(mean, std, strict=True)],
+                [m + d for m, d in zip(mean, std, strict=True)],
+                color=cmap(i % 20),
+                alpha=0.15,
+            )
         for s in summaries:
             if s.nfe_target == 0 and metric in s.metrics:
                 ax.axhline(s.metrics[metric][0], color="k", lw=0.8, ls=":")

@@ -116,8 +116,13 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
     def from_images(cls, images: torch.Tensor, **config) -> OptimalDenoiser:
         """The mean-shift denoiser of a finite image set ``images`` of shape ``(N, C, H, W)``."""
         images = _as_batch(images, "images")
-        model = cls(sample_size=list(images.shape[2:]), in_channels=images.shape[1],
-                    num_components=images.shape[0], covariance_type="none", **config)  # fmt: skip
+        model = cls(
+            sample_size=list(images.shape[2:]),
+            in_channels=images.shape[1],
+            num_components=images.shape[0],
+            covariance_type="none",
+            **config,
+        )
         model.means.copy_(images.flatten(1))
         return model
 
@@ -141,8 +146,10 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
             variances = variances.reshape(k, -1)
             covariance_type = "diagonal"
         else:
-            raise ValueError(f"variances must be a float, shape ({k},) or {tuple(means.shape)}, got "
-                             f"{tuple(variances.shape)}.")  # fmt: skip
+            raise ValueError(
+                f"variances must be a float, shape ({k},) or {tuple(means.shape)}, got "
+                f"{tuple(variances.shape)}."
+            )
         if (variances < 0).any() or not torch.isfinite(variances).all():
             raise ValueError("variances must be finite and non-negative.")
         weights = (
@@ -151,8 +158,13 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
         weights = weights.to(torch.float64)
         if weights.shape != (k,) or (weights <= 0).any():
             raise ValueError(f"weights must be {k} positive numbers.")
-        model = cls(sample_size=list(means.shape[2:]), in_channels=means.shape[1], num_components=k,
-                    covariance_type=covariance_type, **config)  # fmt: skip
+        model = cls(
+            sample_size=list(means.shape[2:]),
+            in_channels=means.shape[1],
+            num_components=k,
+            covariance_type=covariance_type,
+            **config,
+        )
         model.means.copy_(means.flatten(1))
         model.variances.copy_(variances)
         model.log_weights.copy_((weights / weights.sum()).log())

@@ -243,8 +243,15 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             sigmas: custom decreasing noise levels, N + 1 values *including* the terminal one (0 for a
                 final denoising step), as diffusers' Euler, k-diffusion and ComfyUI take them.
         """
-        given = [name for name, v in (("num_inference_steps", num_inference_steps), ("timesteps", timesteps),
-                                      ("sigmas", sigmas)) if v is not None]  # fmt: skip
+        given = [
+            name
+            for name, v in (
+                ("num_inference_steps", num_inference_steps),
+                ("timesteps", timesteps),
+                ("sigmas", sigmas),
+            )
+            if v is not None
+        ]
         if len(given) != 1:
             raise ValueError(
                 "Pass exactly one of `num_inference_steps`, `timesteps` or `sigmas` to set_timesteps, "
@@ -285,8 +292,9 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                     f"num_inference_steps must be between 1 and num_train_timesteps={cfg.num_train_timesteps},"
                     f" got {n}."
                 )
-            t = torch.from_numpy(spaced_timesteps(n, cfg.num_train_timesteps, cfg.timestep_spacing,
-                                                  cfg.steps_offset))  # fmt: skip
+            t = torch.from_numpy(
+                spaced_timesteps(n, cfg.num_train_timesteps, cfg.timestep_spacing, cfg.steps_offset)
+            )
             sigmas = param.train_sigmas[t.long()]
             if respacing is not None:
                 lo = cfg.sigma_min if cfg.sigma_min is not None else float(sigmas[-1])

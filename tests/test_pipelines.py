@@ -167,17 +167,6 @@ def assert_ran_to_the_end(pipe, case: Case) -> None:
 # --------------------------------------------------------------------------------------------------
 # pipelines, built once per module
 # --------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Run this module's tiny models on one intra-op thread: tensors of a few hundred elements gain
-    nothing from parallelism, and on a busy 2-core runner OpenMP's spin-waiting made each pipeline call
-    take seconds instead of milliseconds (measured: a 5-step DDPMPipeline run 0.03 s vs 14 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def ddpm():
     pipe = tiny_ddpm_pipeline(seed=0)

@@ -86,4 +86,11 @@ def digits_mixture(
     model = OptimalDenoiser.from_gaussian_mixture(
         means, variances, weights, prediction_type=config.get("prediction_type", "epsilon"), **schedule
     )
-    return model.to(dtype)
+    # nn.Module's casts: ModelMixin.to(dtype) logs a spurious fp32-modules warning
+    return (
+        model.double()
+        if dtype == torch.float64
+        else model.to(dtype=dtype)
+        if dtype != torch.float32
+        else model
+    )

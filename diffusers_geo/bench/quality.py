@@ -112,7 +112,7 @@ def sample(scheduler, model: OptimalDenoiser, noise: torch.Tensor, generator: to
 class ReferenceCache:
     """Exact PF-ODE solutions, keyed by seed and starting point (schedulers start at different sigmas)."""
 
-    def __init__(self, model: OptimalDenoiser, rtol: float = 1e-6):
+    def __init__(self, model: OptimalDenoiser, rtol: float = 1e-5):
         self.model, self.rtol, self.cache = model, rtol, {}
 
     def solve(self, seed: int, model_input: torch.Tensor, timestep) -> torch.Tensor:

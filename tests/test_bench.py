@@ -1,0 +1,94 @@
+"""The benchmark: its metrics against closed forms, NFE accounting, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from diffusers_geo.bench import digits_mixture, frechet_distance, load_config, make_sampler
+from diffusers_geo.bench.quality import DistributionScorer, sample, steps_for_nfe
+from diffusers_geo.cli import main
+
+
+def test_frechet_distance_closed_forms():
+    mean, cov = (
+        torch.zeros(3, dtype=torch.float64),
+        torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)),
+    )
+    assert frechet_distance(mean, cov, mean, cov) == pytest.approx(0.0, abs=1e-9)
+    shift = torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)
+    assert frechet_distance(mean + shift, cov, mean, cov) == pytest.approx(5.0)
+    # diagonal covariances: sum (sqrt(a) - sqrt(b))^2
+    other = torch.diag(torch.tensor([4.0, 2.0, 12.0], dtype=torch.float64))
+    assert frechet_distance(mean, cov, mean, other) == pytest.approx(1.0 + 0.0 + 3.0)
+
+
+def test_exact_samples_score_near_zero_and_noise_scores_badly():
+    model = digits_mixture(load_config("ddpm"), size=8)
+    score = DistributionScorer(model)
+    data, _ = model.sample_data(4000, torch.Generator().manual_seed(0))
+    fd, mode_error = score(data)
+    assert fd < 0.2 and mode_error < 0.03
+    fd_noise, mode_noise = score(torch.randn(4000, *model.sample_shape, dtype=torch.float64))
+    assert fd_noise > 50 * fd and mode_noise > 0.1
+
+
+@pytest.mark.parametrize("name, nfe, steps, calls", [("heun", 6, 3, 5), ("heun", 5, 3, 5), ("ddim", 6, 6, 6)])
+def test_steps_for_nfe_counts_model_calls(name, nfe, steps, calls):
+    config = load_config("sd")
+    scheduler, _ = make_sampler(name, config)
+    assert steps_for_nfe(scheduler, nfe) == steps
+    model = digits_mixture(config, size=8)
+    scheduler.set_timesteps(steps)
+    _, counted, _ = sample(scheduler, model, torch.randn(4, 1, 8, 8, dtype=torch.float64), None)
+    assert counted == calls
+
+
+def test_sampler_names():
+    scheduler, stochastic = make_sampler("dpmpp-2m-karras", load_config("sd"))
+    assert scheduler.config.use_karras_sigmas and not stochastic
+    assert make_sampler("euler-a", load_config("sd"))[1]
+    with pytest.raises(ValueError, match="valid names"):
+        make_sampler("ddim-karras", load_config("sd"))  # DDIM has no Karras sigmas
+    with pytest.raises(ValueError, match="scheduler_config.json"):
+        load_config("/no/such/path")
+
+
+def test_bench_cli_end_to_end(tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = ["bench", "--schedulers", "sigma-ddim,heun,euler-a", "--nfe", "3,4", "--seeds", "2"]
+    assert main(args + ["--samples", "32", "--size", "8", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "| sigma-ddim |" in text and "Fréchet" in text and "[3]" in text  # heun at NFE 4 makes 3 calls
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "quality_vs_nfe.png").stat().st_size > 10_000
+    runs = results["runs"]
+    assert len(runs) == 3 * 2 * 2
+    assert all(r["rmse"] is None for r in runs if r["sampler"] == "euler-a")
+    assert all(r["rmse"] > 0 for r in runs if r["sampler"] != "euler-a")
+    assert {r["nfe"] for r in runs if r["sampler"] == "heun"} == {3}
+    # reproducible: the same command gives the same numbers
+    assert (
+        main(args + ["--samples", "32", "--size", "8", "--out", str(tmp_path / "again"), "--no-progress"])
+        == 0
+    )
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert again["runs"] == runs
+
+
+def test_overhead_mode(tmp_path, capsys):
+    assert main(["bench", "--overhead", "--schedulers", "sigma-ddim", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "1x4x64x64" in text and "sigma-ddim" in text
+    rows = json.loads((tmp_path / "overhead.json").read_text())["rows"]
+    assert {r["sampler"] for r in rows} == {"sigma-ddim"} and all(r["ratio"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize(
+    "argv", [["bench", "--nfe", "0"], ["bench", "--schedulers", "nope"], ["bench", "--seeds", "0"]]
+)
+def test_bench_bad_arguments(argv, tmp_path):
+    with pytest.raises(SystemExit):
+        main(argv + ["--out", str(tmp_path)])

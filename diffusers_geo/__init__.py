@@ -33,6 +33,6 @@ __all__ = [
     "solve_probability_flow_ode",
 ]
 
-for _cls in (GeoScheduler, GeoSchedulerOutput, SigmaDDIMScheduler, OptimalDenoiser, OptimalDenoiserOutput):
+for _cls in (GeoScheduler, GeoSchedulerOutput, OptimalDenoiser, OptimalDenoiserOutput, *SCHEDULERS.values()):
     _cls.__module__ = __name__
 del _cls

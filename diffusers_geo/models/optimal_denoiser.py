@@ -203,10 +203,11 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
         return out.reshape(y.shape).to(y.dtype)
 
     def _posterior_mean(self, y: torch.Tensor, sigma: float) -> torch.Tensor:
-        # sum_k r_k (mu_k + v_k w_k (y - mu_k)) with w_k = 1 / (v_k + sigma^2) = y - sigma^2 sum_k r_k w_k (y - mu_k)
+        # sum_k r_k (mu_k + s_k (y - mu_k)) with the shrinkage s_k = v_k / (v_k + sigma^2) in [0, 1]:
+        # bounded terms, so no cancellation at small sigma, and exactly sum_k r_k mu_k for point masses.
         r = self.log_responsibilities(y, sigma).exp()  # (B, K)
-        w = 1.0 / (self.variances + sigma**2)  # (K, 1) or (K, d)
-        return y - sigma**2 * (y * (r @ w) - r @ (w * self.means))
+        shrink = self.variances / (self.variances + sigma**2)  # (K, 1) or (K, d)
+        return r @ self.means + y * (r @ shrink) - r @ (shrink * self.means)
 
     def forward(
         self,

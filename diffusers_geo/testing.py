@@ -63,6 +63,8 @@ TEXT_HIDDEN_SIZE = 32  # hidden size of every tiny CLIP text encoder (= UNet cro
 TEXT_PROJECTION_DIM = 32  # projection_dim of the SDXL CLIPTextModelWithProjection
 ADDITION_TIME_EMBED_DIM = 8  # SDXL micro-conditioning embedding size per scalar
 LATENT_SIZE = 8  # UNet sample_size; images are LATENT_SIZE * vae_scale_factor = 16 pixels wide
+# Two resolution levels of 8 and 16 channels: every tiny UNet and the VAE share this shape.
+TINY_BLOCKS: dict[str, Any] = {"block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 4}
 
 # Stable Diffusion 1.x scheduler config (what `runwayml/stable-diffusion-v1-5` ships, minus the class).
 SD_SCHEDULER_CONFIG: dict[str, Any] = {
@@ -128,9 +130,7 @@ def tiny_ddpm_pipeline(
             sample_size=sample_size,
             in_channels=3,
             out_channels=3,
-            block_out_channels=(8, 16),
-            layers_per_block=1,
-            norm_num_groups=4,
+            **TINY_BLOCKS,
             attention_head_dim=8,
             down_block_types=("DownBlock2D", "AttnDownBlock2D"),
             up_block_types=("AttnUpBlock2D", "UpBlock2D"),
@@ -199,9 +199,7 @@ def _tiny_vae(seed: int) -> AutoencoderKL:
             in_channels=3,
             out_channels=3,
             latent_channels=4,
-            block_out_channels=(8, 16),
-            layers_per_block=1,
-            norm_num_groups=4,
+            **TINY_BLOCKS,
             down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
             up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
             sample_size=2 * LATENT_SIZE,
@@ -245,9 +243,7 @@ def tiny_sd_components(
             sample_size=LATENT_SIZE,
             in_channels=in_channels,
             out_channels=4,
-            block_out_channels=(8, 16),
-            layers_per_block=1,
-            norm_num_groups=4,
+            **TINY_BLOCKS,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=TEXT_HIDDEN_SIZE,
@@ -306,9 +302,7 @@ def _sdxl_unet(cross_attention_dim: int, num_time_ids: int, seed: int) -> UNet2D
             sample_size=LATENT_SIZE,
             in_channels=4,
             out_channels=4,
-            block_out_channels=(8, 16),
-            layers_per_block=1,
-            norm_num_groups=4,
+            **TINY_BLOCKS,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=cross_attention_dim,

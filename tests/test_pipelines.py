@@ -151,6 +151,15 @@ def full_schedule(case: Case, config: Mapping[str, Any], **set_timesteps_kwargs)
     return scheduler.timesteps.tolist()
 
 
+def strength_schedule(
+    case: Case, config: Mapping[str, Any], steps: int, strength: float, order: int
+) -> list[float]:
+    """What img2img/inpaint run: the full schedule without its first ``steps - int(steps * strength)``
+    steps (``order`` timesteps each), as the pipelines' ``get_timesteps`` slices it."""
+    kept = min(int(steps * strength), steps)
+    return full_schedule(case, config, num_inference_steps=steps)[(steps - kept) * order :]
+
+
 def assert_finite(trace: Trace, output: Any = None) -> None:
     assert trace.steps > 0, "the scheduler was never stepped"
     assert not trace.nonfinite_steps, f"non-finite prev_sample at steps {trace.nonfinite_steps}"
@@ -332,12 +341,10 @@ def test_sd_img2img(img2img, case):
             ).images
         assert_finite(trace, latents)
         order = pipe.scheduler.order
-        kept = min(int(steps * strength), steps)  # img2img's get_timesteps
-        schedule = full_schedule(case, config, num_inference_steps=steps)
-        expected = schedule[(steps - kept) * order :]
+        expected = strength_schedule(case, config, steps, strength, order)
         assert trace.unet_timesteps == expected, f"steps={steps} strength={strength}"
         if order == 1:
-            assert trace.unet_calls == kept
+            assert trace.unet_calls == min(int(steps * strength), steps)
         assert_ran_to_the_end(pipe, case)
 
 
@@ -359,11 +366,7 @@ def test_sd_inpaint_4_channel(inpaint, case, strength):
         ).images
     assert latents.shape == (1, 4, 8, 8)
     assert_finite(trace, latents)
-    kept = min(int(4 * strength), 4)
-    assert (
-        trace.unet_timesteps
-        == full_schedule(case, config, num_inference_steps=4)[(4 - kept) * pipe.scheduler.order :]
-    )
+    assert trace.unet_timesteps == strength_schedule(case, config, 4, strength, pipe.scheduler.order)
     assert_ran_to_the_end(pipe, case)
 
 

@@ -109,6 +109,12 @@ def sample(scheduler, model: OptimalDenoiser, noise: torch.Tensor, generator: to
     return x, calls, start
 
 
+def common_noise(model: OptimalDenoiser, seed: int, num_samples: int) -> torch.Tensor:
+    """The initial N(0, I) noise every sampler (and the floors) starts from for ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(num_samples, *model.sample_shape, generator=generator, dtype=model.means.dtype)
+
+
 class ReferenceCache:
     """Exact PF-ODE solutions, keyed by seed and starting point (schedulers start at different sigmas)."""
 
@@ -148,12 +154,7 @@ def run_quality(
         if steps is None:
             continue
         scheduler.set_timesteps(steps)
-        noise = torch.randn(
-            num_samples,
-            *model.sample_shape,
-            generator=torch.Generator().manual_seed(seed),
-            dtype=model.means.dtype,
-        )
+        noise = common_noise(model, seed, num_samples)
         generator = torch.Generator().manual_seed(10_000 + seed)
         x, calls, (model_input, t0) = sample(scheduler, model, noise, generator)
         if calls != len(scheduler.timesteps):
@@ -174,19 +175,14 @@ def floors(
 ) -> list[Summary]:
     """The scores no sampler can beat with this many samples: exact data samples, and the exact PF-ODE
     started from N(0, I) at the schedule's largest sigma (its gap to the data is the prior mismatch)."""
-    sigma_max, scores = model.parameterization.sigma_max, DistributionScorer(model)
+    scores, references = DistributionScorer(model), ReferenceCache(model, rtol=1e-7)
+    last_timestep = model.config.num_train_timesteps - 1  # sigma_max
     data, ode = [], []
     for seed in seeds:
         x, _ = model.sample_data(num_samples, torch.Generator().manual_seed(20_000 + seed))
         data.append(scores(x))
-        noise = torch.randn(
-            num_samples,
-            *model.sample_shape,
-            generator=torch.Generator().manual_seed(seed),
-            dtype=model.means.dtype,
-        )
-        y = solve_probability_flow_ode(model.denoise, noise * math.sqrt(1 + sigma_max**2), sigma_max).sample
-        ode.append(scores(y))
+        noise = common_noise(model, seed, num_samples)
+        ode.append(scores(references.solve(seed, noise, last_timestep)))
     rows = []
     for name, scores in (("exact data samples", data), ("exact PF-ODE from sigma_max", ode)):
         runs = [Run(name, 0, 0, s, fd, me, None) for s, (fd, me) in zip(seeds, scores, strict=True)]

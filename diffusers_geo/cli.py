@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--schedulers",
         default="all",
-        help="comma-separated names ('all', 'ours', 'builtins', or names from --list)",
+        help="comma-separated names ('all', 'ours', 'builtins', or names from --list); config overrides "
+        "after colons, e.g. 'er-sde:solver_order=2:use_karras_sigmas=True'",
     )
     bench.add_argument(
         "--nfe", type=_int_list, default=[5, 6, 8, 10, 15, 20], help="target NFEs, e.g. 5,10,20"
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_names(text: str) -> list[str]:
     from .bench import all_names, builtin_names
+    from .bench.samplers import is_known
     from .registry import SCHEDULERS
 
     names: list[str] = []
@@ -68,7 +70,7 @@ def resolve_names(text: str) -> list[str]:
             names += sorted(SCHEDULERS)
         elif part == "builtins":
             names += builtin_names()
-        elif part in all_names():
+        elif is_known(part):
             names.append(part)
         else:
             raise SystemExit(f"diffusers-geo bench: unknown scheduler {part!r}; valid: {all_names()}")

@@ -56,6 +56,17 @@ def test_sampler_names():
         load_config("/no/such/path")
 
 
+def test_sampler_options():
+    scheduler, _ = make_sampler(
+        "sigma-ddim-karras:timestep_spacing=trailing:sigma_max=None", load_config("sd")
+    )
+    assert scheduler.config.use_karras_sigmas and scheduler.config.timestep_spacing == "trailing"
+    scheduler, _ = make_sampler("dpmpp-2m:solver_order=3:final_sigmas_type=zero", load_config("sd"))
+    assert scheduler.config.solver_order == 3 and scheduler.config.final_sigmas_type == "zero"
+    with pytest.raises(ValueError, match="key=value"):
+        make_sampler("sigma-ddim:karras", load_config("sd"))
+
+
 def test_bench_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "bench"
     args = ["bench", "--schedulers", "sigma-ddim,heun,euler-a", "--nfe", "3,4", "--seeds", "2"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 from typing import Any
 
@@ -55,14 +56,56 @@ def all_names() -> list[str]:
     return sorted(SCHEDULERS) + builtin_names()
 
 
+def parse_name(name: str) -> tuple[str, dict[str, Any]]:
+    """Split ``"er-sde:solver_order=2:use_karras_sigmas=True"`` into ``("er-sde", {...})``.
+
+    Options after ``:`` are config overrides; values are Python literals (``2``, ``0.5``, ``True``,
+    ``None``) or else plain strings (``noise_scale=ode``). A ``-karras`` suffix on one of our names is
+    ``use_karras_sigmas=True``.
+    """
+    base, *options = name.strip().split(":")
+    overrides: dict[str, Any] = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"Bad option {option!r} in sampler {name!r}; write key=value.")
+        try:
+            overrides[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            overrides[key.strip()] = text.strip()
+    if base not in SCHEDULERS and base.endswith(KARRAS_SUFFIX) and base[: -len(KARRAS_SUFFIX)] in SCHEDULERS:
+        base = base[: -len(KARRAS_SUFFIX)]
+        overrides = {"use_karras_sigmas": True, **overrides}
+    return base, overrides
+
+
+def is_known(name: str) -> bool:
+    """Whether :func:`make_sampler` accepts ``name`` (with options)."""
+    try:
+        base, _ = parse_name(name)
+    except ValueError:
+        return False
+    return base in SCHEDULERS or base in builtin_names()
+
+
 def make_sampler(name: str, config: dict[str, Any]) -> tuple[SchedulerMixin, bool]:
-    """``(scheduler, stochastic)`` for a benchmark name, built with ``from_config(config)``."""
-    if name in SCHEDULERS:
-        cls = SCHEDULERS[name]
-        return cls.from_config(config), bool(getattr(cls, "stochastic", False))
-    base, karras = (name[: -len(KARRAS_SUFFIX)], True) if name.endswith(KARRAS_SUFFIX) else (name, False)
+    """``(scheduler, stochastic)`` for a benchmark name, built with ``from_config(config)``.
+
+    ``name`` is a built-in (``"dpmpp-2m-karras"``) or one of ours, with optional config overrides:
+    ``"er-sde:solver_order=2"`` (see :func:`parse_name`). Our schedulers say whether they are stochastic
+    through their ``stochastic`` attribute (a property where it depends on the config).
+    """
+    base, options = parse_name(name)
+    if base in SCHEDULERS:
+        scheduler = SCHEDULERS[base].from_config(config, **options)
+        return scheduler, bool(getattr(scheduler, "stochastic", False))
+    name = base
+    if name.endswith(KARRAS_SUFFIX):
+        base, karras = name[: -len(KARRAS_SUFFIX)], True
+    else:
+        base, karras = name, False
     if base not in BUILTINS or (karras and not _supports_karras(BUILTINS[base][0])):
         raise ValueError(f"Unknown sampler {name!r}; valid names: {all_names()}.")
     cls, overrides, stochastic = BUILTINS[base]
-    overrides = dict(overrides, **({"use_karras_sigmas": True} if karras else {}))
+    overrides = dict(overrides, **({"use_karras_sigmas": True} if karras else {}), **options)
     return cls.from_config(config, **overrides), stochastic

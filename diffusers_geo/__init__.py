@@ -13,12 +13,13 @@ from diffusers import ModelMixin, SchedulerMixin
 
 from .models import OptimalDenoiser, OptimalDenoiserOutput
 from .registry import SCHEDULERS, load_scheduler
-from .schedulers import GeoScheduler, GeoSchedulerOutput, SigmaDDIMScheduler, scheduler_config
+from .schedulers import ERSDEScheduler, GeoScheduler, GeoSchedulerOutput, SigmaDDIMScheduler, scheduler_config
 from .solvers.reference import ReferenceSolution, solve_probability_flow_ode
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ERSDEScheduler",
     "GeoScheduler",
     "GeoSchedulerOutput",
     "ModelMixin",

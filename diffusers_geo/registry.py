@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .schedulers import GeoScheduler, SigmaDDIMScheduler
+from .schedulers import ERSDEScheduler, GeoScheduler, SigmaDDIMScheduler
 
 SCHEDULERS: dict[str, type[GeoScheduler]] = {
+    "er-sde": ERSDEScheduler,
     "sigma-ddim": SigmaDDIMScheduler,
 }
 

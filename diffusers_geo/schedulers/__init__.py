@@ -2,5 +2,6 @@
 
 from .base import GeoScheduler, GeoSchedulerOutput, scheduler_config
 from .scheduling_ddim_sigma import SigmaDDIMScheduler
+from .scheduling_er_sde import ERSDEScheduler
 
-__all__ = ["GeoScheduler", "GeoSchedulerOutput", "SigmaDDIMScheduler", "scheduler_config"]
+__all__ = ["ERSDEScheduler", "GeoScheduler", "GeoSchedulerOutput", "SigmaDDIMScheduler", "scheduler_config"]

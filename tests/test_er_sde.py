@@ -342,7 +342,8 @@ def test_reproducible_and_no_noise_on_the_final_step():
     out = s.step(model(y, t).sample, t, y, generator=gen)
     assert torch.equal(gen.get_state(), state)
     assert torch.allclose(out.prev_sample, out.pred_original_sample)
-    assert torch.allclose(out.prev_sample, model.denoise(y * math.sqrt(1 + s.sigmas[-2] ** 2), s.sigmas[-2]))
+    sigma = s.sigmas[-2].item()
+    assert torch.allclose(out.prev_sample, model.denoise(y * math.sqrt(1 + sigma**2), sigma))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

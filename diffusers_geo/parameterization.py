@@ -57,10 +57,21 @@ def to_denoised(output: torch.Tensor, x: torch.Tensor, alpha, sigma, prediction_
     ``alpha * sigma``). epsilon: ``x0 = x / alpha - sigma * eps``; v (Salimans & Ho 2022, eq. 4):
     ``x0 = alpha * x - alpha * sigma * v``; sample: ``x0 = output``.
     """
+    return denoised_from_y(output, x / alpha, alpha, sigma, prediction_type)
+
+
+def denoised_from_y(
+    output: torch.Tensor, y: torch.Tensor, alpha, sigma, prediction_type: str
+) -> torch.Tensor:
+    """:func:`to_denoised` given ``y = x / alpha`` (what ``step`` already holds): the same formulas,
+    epsilon ``y - sigma * eps``, v ``alpha^2 y - alpha sigma v``, in as few passes over the tensors as
+    possible (one fused multiply-add for epsilon when ``sigma`` is a number)."""
     if prediction_type == "epsilon":
-        return x / alpha - sigma * output
+        if isinstance(sigma, (int, float)):
+            return torch.add(y, output, alpha=-sigma)
+        return y - sigma * output
     if prediction_type == "v_prediction":
-        return alpha * x - (alpha * sigma) * output
+        return (alpha * alpha) * y - (alpha * sigma) * output
     if prediction_type == "sample":
         return output
     raise ValueError(f"Unknown prediction_type {prediction_type!r}; choose one of {PREDICTION_TYPES}.")

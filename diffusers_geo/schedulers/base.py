@@ -25,7 +25,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..parameterization import PREDICTION_TYPES, DiscreteVP, to_denoised
+from ..parameterization import PREDICTION_TYPES, DiscreteVP, denoised_from_y
 from ..schedules import (
     BETA_SCHEDULES,
     TIMESTEP_SPACINGS,
@@ -365,9 +365,8 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         dtype = torch.float64 if sample.dtype == torch.float64 else torch.float32
         sigma, sigma_next = float(self.sigmas[index]), float(self.sigmas[index + 1])
         alpha = self.parameterization.alpha(sigma)
-        x = sample.to(dtype)
-        denoised = to_denoised(model_output.to(dtype), x, alpha, sigma, self.config.prediction_type)
-        y = x / alpha
+        y = sample.to(dtype) * (1.0 / alpha)
+        denoised = denoised_from_y(model_output.to(dtype), y, alpha, sigma, self.config.prediction_type)
 
         def noise() -> torch.Tensor:
             if variance_noise is not None:
@@ -375,7 +374,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             return randn_tensor(y.shape, generator=generator, device=y.device, dtype=dtype)
 
         y_next, pred_original = self.solver_step(y, denoised, sigma, sigma_next, noise)
-        prev_sample = (y_next * self.parameterization.alpha(sigma_next)).to(sample.dtype)
+        prev_sample = y_next.mul(self.parameterization.alpha(sigma_next)).to(sample.dtype)
         pred_original = pred_original.to(sample.dtype)
         self._step_index = index + 1
         if not return_dict:
@@ -386,7 +385,8 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         """Raise on a NaN/inf model output, naming the step. On the CPU the check is immediate; on an
         accelerator the first bad step is recorded on the device and checked once, at the last step,
         so ``step`` never waits for the device in between."""
-        bad = ~torch.isfinite(model_output).all()
+        # one reduction instead of an elementwise isfinite: any NaN/inf makes the (float32) sum non-finite
+        bad = ~torch.isfinite(model_output.sum(dtype=torch.float32))
         if model_output.device.type == "cpu":
             if bad:
                 self._raise_nonfinite(index)

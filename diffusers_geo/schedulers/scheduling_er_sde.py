@@ -135,9 +135,9 @@ class ERSDEScheduler(GeoScheduler):
         self._history = [(sigma, denoised), *self._history[: self.config.solver_order - 1]]
         # warm-up: order 1, 2, then 3; C0 D + C1 D' + C2 D'' as weights on the stored outputs
         weights = history_weights(coeffs, [lam for lam, _ in self._history])
-        y_next = coeffs.r * y
+        y_next = y * coeffs.r  # a fresh tensor: the in-place adds below never touch the caller's sample
         for w, (_, d) in zip(weights, self._history, strict=True):
-            y_next = y_next.add(d, alpha=w)
+            y_next.add_(d, alpha=w)
         if self.stochastic and coeffs.noise_std > 0:
-            y_next = y_next.add(noise(), alpha=self.config.s_noise * coeffs.noise_std)
+            y_next.add_(noise(), alpha=self.config.s_noise * coeffs.noise_std)
         return y_next, denoised

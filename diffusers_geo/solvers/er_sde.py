@@ -29,6 +29,7 @@ three quadrature rules for ``I1``/``I2`` and the update itself.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -119,6 +120,14 @@ def inadmissible_range(
 # --------------------------------------------------------------------------------------------------
 # quadrature for I1, I2 (official: left Riemann sum; accurate: Gauss-Legendre in log lam)
 # --------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on [-1, 1] (cached: ``leggauss`` costs milliseconds)."""
+    u, w = np.polynomial.legendre.leggauss(n)
+    u.flags.writeable = w.flags.writeable = False
+    return u, w
+
+
 def quadrature_nodes(lam_t: float, lam_s: float, rule: str) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of ``Int_{lam_t}^{lam_s} f(l) dl`` (``0 < lam_t < lam_s``).
 
@@ -133,7 +142,7 @@ def quadrature_nodes(lam_t: float, lam_s: float, rule: str) -> tuple[np.ndarray,
         width = (lam_s - lam_t) / n
         return lam_t + width * np.arange(n), np.full(n, width)
     if rule == "gauss-legendre":
-        u, w = np.polynomial.legendre.leggauss(32)
+        u, w = _gauss_legendre(32)
         a, b = math.log(lam_t), math.log(lam_s)
         log_l = 0.5 * (b - a) * u + 0.5 * (a + b)
         nodes = np.exp(log_l)

@@ -354,3 +354,19 @@ def test_step_errors():
     s.set_timesteps(1)
     with pytest.raises(ValueError, match="variance_noise"):
         s.step(x, s.timesteps[0], x, variance_noise=torch.randn(2, 2))
+
+
+@pytest.mark.parametrize("bad_value", [float("inf"), float("-inf"), float("nan")])
+def test_step_rejects_any_non_finite_output_but_not_large_half_outputs(bad_value):
+    s = SigmaDDIMScheduler()
+    s.set_timesteps(3)
+    x = torch.randn(1, 4, 8, 8)
+    bad = x.clone()
+    bad[0, 1, 2, 3] = bad_value
+    with pytest.raises(ValueError, match="step 0 .*NaN or inf"):
+        s.step(bad, s.timesteps[0], x)
+    # the check sums in float32: 256 float16 outputs at the float16 maximum must not read as overflow
+    s.set_timesteps(3)
+    big = torch.full((1, 4, 8, 8), 65504.0, dtype=torch.float16)
+    out = s.step(big, s.timesteps[0], x.half()).prev_sample
+    assert out.dtype == torch.float16

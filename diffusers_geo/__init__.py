@@ -11,10 +11,12 @@ our schedulers (diffusers >= 0.42.1 no longer imports modules named by a reposit
 
 from diffusers import ModelMixin, SchedulerMixin
 
+from .interpolation import interpolate_latents, norm_preserving_lerp, shell_radius, slerp
 from .models import OptimalDenoiser, OptimalDenoiserOutput
 from .registry import SCHEDULERS, load_scheduler
 from .schedulers import ERSDEScheduler, GeoScheduler, GeoSchedulerOutput, SigmaDDIMScheduler, scheduler_config
 from .solvers.reference import ReferenceSolution, solve_probability_flow_ode
+from .trajectory import Trajectory, TrajectoryRecorder
 
 __version__ = "0.1.0.dev0"
 
@@ -29,8 +31,14 @@ __all__ = [
     "SCHEDULERS",
     "SchedulerMixin",
     "SigmaDDIMScheduler",
+    "Trajectory",
+    "TrajectoryRecorder",
+    "interpolate_latents",
     "load_scheduler",
+    "norm_preserving_lerp",
     "scheduler_config",
+    "shell_radius",
+    "slerp",
     "solve_probability_flow_ode",
 ]
 

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--list", action="store_true", help="list sampler names and exit")
     bench.add_argument("--no-progress", action="store_true")
+    from .analyze import add_analyze_parser
+
+    add_analyze_parser(sub)
     return parser
 
 
@@ -128,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         return run_bench(args)
+    if args.command == "analyze":
+        from .analyze import run_analyze
+
+        return run_analyze(args)
     return 2  # pragma: no cover - argparse enforces a command
 
 

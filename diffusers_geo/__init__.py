@@ -11,6 +11,7 @@ our schedulers (diffusers >= 0.42.1 no longer imports modules named by a reposit
 
 from diffusers import ModelMixin, SchedulerMixin
 
+from .default_model import default_model_path, load_default_pipeline
 from .interpolation import interpolate_latents, norm_preserving_lerp, shell_radius, slerp
 from .models import OptimalDenoiser, OptimalDenoiserOutput
 from .registry import SCHEDULERS, load_scheduler
@@ -33,7 +34,9 @@ __all__ = [
     "SigmaDDIMScheduler",
     "Trajectory",
     "TrajectoryRecorder",
+    "default_model_path",
     "interpolate_latents",
+    "load_default_pipeline",
     "load_scheduler",
     "norm_preserving_lerp",
     "scheduler_config",

@@ -129,20 +129,9 @@ def plot_curves(
         dev = chord_deviation(traj).median(1).values
         keep = (sig > 0) & (dev > 0)  # log axes; the end points lie on the chord
         axes[0].plot(sig[keep], dev[keep], ".-", color=color, label=name, ms=3)
-        axes[1].plot(
-            traj.sigmas,
-            distance_to_final(traj, "denoised").median(1).values,
-            "-",
-            color=color,
-            label=f"{name}: denoising",
-        )
-        axes[1].plot(
-            traj.sigmas,
-            distance_to_final(traj, "samples").median(1).values,
-            "--",
-            color=color,
-            label=f"{name}: sampling",
-        )
+        for which, style, label in (("denoised", "-", "denoising"), ("samples", "--", "sampling")):
+            dist = distance_to_final(traj, which).median(1).values
+            axes[1].plot(traj.sigmas, dist, style, color=color, label=f"{name}: {label}")
         if name in score_deviations:
             axes[2].plot(
                 traj.sigmas, score_deviations[name].median(1).values, ".-", color=color, label=name, ms=3

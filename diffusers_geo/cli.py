@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--list", action="store_true", help="list sampler names and exit")
     bench.add_argument("--no-progress", action="store_true")
+    from .demo import add_demo_parser
+
+    add_demo_parser(sub)
     from .analyze import add_analyze_parser
 
     add_analyze_parser(sub)
@@ -131,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         return run_bench(args)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args)
     if args.command == "analyze":
         from .analyze import run_analyze
 

@@ -1,0 +1,439 @@
+"""``diffusers-geo demo``: every sampler on the same seeds at a few NFEs, as one labelled PNG grid.
+
+By default it loads the packaged digits model with ``DDPMPipeline.from_pretrained`` (offline, CPU,
+seconds), samples with every diffusers_geo scheduler (read from :data:`diffusers_geo.SCHEDULERS` at run
+time) and diffusers' main built-ins at NFE 5, 10 and 20, and writes ``demo.png`` (rows: samplers,
+columns: NFE, each cell the same seeds) and ``demo.json`` (settings, steps, model calls, timings).
+``--model <hub id or folder>`` does the same with any pipeline (Stable Diffusion with ``--prompt``, ...),
+on a GPU when there is one.
+
+NFE counts model calls: a sampler gets the largest ``num_inference_steps`` whose schedule makes at most
+that many calls (an order-2 scheduler such as Heun makes 2N − 1 calls for N steps), and every call is
+counted. Every cell starts from the same initial noise: image ``i`` uses ``torch.Generator().manual_seed
+(seeds[i])`` (on the CPU, so the noise does not depend on the device), and stochastic samplers draw their
+step noise from the same generators.
+
+``DDPMPipeline.__call__`` applies neither ``init_noise_sigma`` nor ``scale_model_input`` and passes
+``generator=`` to every ``step``, so for unconditional ``DDPMPipeline``/``DDIMPipeline`` models the demo
+runs the standard pipeline loop itself (:func:`diffusers_geo.bench.quality.sample`, which does both); for
+the VP-interface schedulers (ours, DDPM, DDIM) that loop is exactly ``DDPMPipeline.__call__``. Other
+pipelines are called as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image, ImageDraw, ImageFont
+
+from .bench.quality import sample as sample_loop
+from .bench.quality import steps_for_nfe
+from .bench.samplers import all_names, builtin_names, is_known, make_sampler
+from .default_model import default_model_path
+from .registry import SCHEDULERS
+
+#: diffusers' built-ins the demo shows by default (``main`` in ``--schedulers``).
+MAIN_BUILTINS: tuple[str, ...] = ("ddim", "ddpm", "euler", "euler-a", "heun", "dpmpp-2m", "unipc")
+DEFAULT_SCHEDULERS = "ours,main"
+DEFAULT_NFE = (5, 10, 20)
+DEFAULT_PROMPT = "a photograph of an astronaut riding a horse"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_UNCONDITIONAL = (DDPMPipeline, DDIMPipeline)  # pipelines whose __call__ skips the VP-interface calls
+
+
+def _int_list(minimum: int):
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"expected integers >= {minimum}, got {text!r}")
+        return values
+
+    return parse
+
+
+def add_demo_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``diffusers-geo demo`` on the ``subparsers`` of the main parser."""
+    demo = subparsers.add_parser(
+        "demo",
+        help="sample with every scheduler on the same seeds at NFE 5/10/20; one labelled PNG grid",
+        description=__doc__.split("\n\n")[1],
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for demo.png and demo.json")
+    demo.add_argument(
+        "--schedulers",
+        default=DEFAULT_SCHEDULERS,
+        help="comma-separated: 'ours' (every diffusers_geo scheduler), 'main' "
+        f"({', '.join(MAIN_BUILTINS)}), 'builtins', or names from `diffusers-geo bench --list`, with "
+        "config overrides after colons (er-sde:solver_order=2)",
+    )
+    demo.add_argument("--nfe", type=_int_list(1), default=list(DEFAULT_NFE), help="model calls, e.g. 5,10,20")
+    demo.add_argument("--seeds", type=_int_list(0), default=None, help="one image per seed, e.g. 0,1,2,3")
+    demo.add_argument("--num-images", type=int, default=8, help="seeds 0..N-1 when --seeds is not given")
+    demo.add_argument(
+        "--model",
+        default=None,
+        help="hub id or local folder of any diffusers pipeline (default: the packaged digits DDPM)",
+    )
+    demo.add_argument(
+        "--prompt", default=None, help=f"for text-to-image models (default: {DEFAULT_PROMPT!r})"
+    )
+    demo.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
+    demo.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: float16 on GPU")
+    demo.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: 1 for the packaged model)"
+    )
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return demo
+
+
+# --------------------------------------------------------------------------------------------------
+# samplers and pipelines
+# --------------------------------------------------------------------------------------------------
+def our_names() -> list[str]:
+    """One registry name per diffusers_geo scheduler class, in sorted order.
+
+    Read from :data:`diffusers_geo.SCHEDULERS` at call time, so schedulers registered later are included.
+    An alias (a second name of a class, e.g. ``gradient-estimation`` for ``projection-ddim``) is dropped in
+    favour of the name registered first.
+    """
+    first: dict[type, str] = {}
+    for name, cls in SCHEDULERS.items():
+        first.setdefault(cls, name)
+    return sorted(first.values())
+
+
+def resolve_schedulers(text: str) -> list[str]:
+    """Expand ``--schedulers`` (groups ``ours``, ``main``, ``builtins``, ``all`` and single names)."""
+    groups = {
+        "ours": our_names,
+        "main": lambda: list(MAIN_BUILTINS),
+        "builtins": builtin_names,
+        "all": lambda: our_names() + builtin_names(),
+    }
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if "+gits" in part:
+            raise ValueError(f"{part!r}: GITS schedules ('+gits') are searched by `diffusers-geo bench` only")
+        if part in groups:
+            names += groups[part]()
+        elif is_known(part):
+            names.append(part)
+        else:
+            raise ValueError(
+                f"unknown scheduler {part!r}; use 'ours', 'main', 'builtins', 'all' or one of {all_names()}"
+            )
+    if not names:
+        raise ValueError("--schedulers selects no scheduler")
+    return list(dict.fromkeys(names))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device, packaged: bool) -> torch.dtype:
+    if dtype != "auto":
+        return DTYPES[dtype]
+    return torch.float16 if device.type == "cuda" and not packaged else torch.float32
+
+
+def load_pipeline(model: str | None, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:
+    """The packaged digits ``DDPMPipeline`` (``model=None``) or any pipeline from the Hub or a folder."""
+    if model is None:
+        pipe = DDPMPipeline.from_pretrained(default_model_path(), dtype=dtype)
+    else:
+        pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _denoiser(pipe: DiffusionPipeline) -> torch.nn.Module:
+    for name in ("unet", "transformer", "prior"):
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    raise ValueError(f"{type(pipe).__name__} has no `unet` or `transformer` whose calls could be counted.")
+
+
+def _takes(pipe: DiffusionPipeline, name: str) -> bool:
+    return name in inspect.signature(pipe.__call__).parameters
+
+
+@torch.no_grad()
+def generate(
+    pipe: DiffusionPipeline,
+    scheduler: SchedulerMixin,
+    steps: int,
+    seeds: Sequence[int],
+    prompt: str | None = None,
+) -> tuple[np.ndarray, int]:
+    """Sample one image per seed with ``scheduler`` in ``steps`` steps.
+
+    Returns the images as floats in [0, 1], shaped ``(len(seeds), H, W, C)``, and the number of model
+    calls (counted with a forward hook on the pipeline's UNet/transformer; classifier-free guidance's
+    batched call counts once).
+    """
+    pipe.scheduler = scheduler
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    calls = 0
+
+    def count(*_):
+        nonlocal calls
+        calls += 1
+
+    hook = _denoiser(pipe).register_forward_pre_hook(count)
+    try:
+        if isinstance(pipe, _UNCONDITIONAL):
+            unet = pipe.unet
+            size = unet.config.sample_size
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            noise = randn_tensor(
+                (len(seeds), unet.config.in_channels, *size),
+                generator=generators,
+                device=pipe.device,
+                dtype=unet.dtype,
+            )
+            scheduler.set_timesteps(steps, device=pipe.device)
+            x, _, _ = sample_loop(scheduler, unet, noise, generators)
+            images = (x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        else:
+            kwargs: dict[str, Any] = {
+                "num_inference_steps": steps,
+                "generator": generators,
+                "output_type": "np",
+            }
+            if _takes(pipe, "prompt"):
+                kwargs.update(prompt=prompt or DEFAULT_PROMPT, num_images_per_prompt=len(seeds))
+            elif prompt is not None:
+                raise ValueError(f"{type(pipe).__name__} takes no prompt; drop --prompt.")
+            elif _takes(pipe, "batch_size"):
+                kwargs["batch_size"] = len(seeds)
+            images = np.asarray(pipe(**kwargs).images, dtype=np.float32)
+    finally:
+        hook.remove()
+    return images, calls
+
+
+@dataclass
+class Cell:
+    """One sampler at one target NFE."""
+
+    scheduler: str
+    scheduler_class: str
+    stochastic: bool
+    nfe_target: int
+    steps: int | None  #: ``None`` when no step count fits in ``nfe_target`` calls
+    model_calls: int = 0
+    seconds: float = 0.0
+    images: np.ndarray | None = field(default=None, repr=False)
+
+
+def compare(
+    pipe: DiffusionPipeline,
+    names: Sequence[str],
+    nfes: Sequence[int],
+    seeds: Sequence[int],
+    prompt: str | None = None,
+    progress: bool = True,
+) -> list[Cell]:
+    """Run every sampler of ``names`` at every NFE of ``nfes`` on the same ``seeds``."""
+    from tqdm.auto import tqdm
+
+    original = pipe.scheduler
+    base_config = dict(original.config)
+    cells: list[Cell] = []
+    with tqdm(total=len(names) * len(nfes), desc="demo", unit="run", disable=not progress) as bar:
+        for name in names:
+            for nfe in nfes:
+                bar.set_postfix_str(f"{name} NFE {nfe}")
+                scheduler, stochastic = make_sampler(name, base_config)
+                steps = steps_for_nfe(scheduler, nfe)
+                cell = Cell(name, type(scheduler).__name__, stochastic, nfe, steps)
+                if steps is not None:
+                    start = time.perf_counter()
+                    cell.images, cell.model_calls = generate(pipe, scheduler, steps, seeds, prompt)
+                    cell.seconds = time.perf_counter() - start
+                    if cell.model_calls > nfe:
+                        raise RuntimeError(f"{name}: {cell.model_calls} model calls for a budget of {nfe}")
+                cells.append(cell)
+                bar.update()
+    pipe.scheduler = original
+    return cells
+
+
+# --------------------------------------------------------------------------------------------------
+# the grid
+# --------------------------------------------------------------------------------------------------
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: a fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _thumbnails(images: np.ndarray, side: int) -> list[Image.Image]:
+    pixels = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+    thumbs = []
+    for image in pixels:
+        pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).convert("RGB")
+        resample = Image.NEAREST if pil.height < side else Image.LANCZOS
+        thumbs.append(pil.resize((round(side * pil.width / pil.height), side), resample))
+    return thumbs
+
+
+def thumbnail_side(height: int) -> int:
+    """Display height of one image: small images are enlarged by an integer factor, large ones shrunk."""
+    if height < 48:
+        return height * math.ceil(48 / height)
+    return min(height, 160)
+
+
+def render_grid(cells: Sequence[Cell], title: str, ours: Sequence[str] = ()) -> Image.Image:
+    """Rows: samplers (ours in blue); columns: target NFE; each cell: the images of every seed, and the
+    steps taken (plus the model calls when fewer than the column's NFE)."""
+    names = list(dict.fromkeys(c.scheduler for c in cells))
+    nfes = list(dict.fromkeys(c.nfe_target for c in cells))
+    by_key = {(c.scheduler, c.nfe_target): c for c in cells}
+    first = next((c.images for c in cells if c.images is not None), None)
+    if first is None:
+        raise ValueError("no sampler produced images; check --nfe")
+    n, height = first.shape[0], first.shape[1]
+    side = thumbnail_side(height)
+    thumb_w = round(side * first.shape[2] / height)
+    rows = max(1, math.ceil(math.sqrt(n / 2))) if n > 4 else 1
+    cols = math.ceil(n / rows)
+    gap, pad = 2, 12
+    cell_w, cell_h = cols * (thumb_w + gap) - gap, rows * (side + gap) - gap
+
+    font, small, big = _font(15), _font(12), _font(17)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = max(measure.textbbox((0, 0), name, font=font)[2] for name in names) + 2 * pad
+    caption_h, header_h, title_h = 18, 24, 30
+    width = label_w + len(nfes) * (cell_w + pad) + pad
+    height_px = title_h + header_h + len(names) * (cell_h + caption_h + pad) + pad
+    width = max(width, math.ceil(measure.textlength(title, font=big)) + 3 * pad)
+    grid = Image.new("RGB", (width, height_px), "white")
+    draw = ImageDraw.Draw(grid)
+    draw.text((pad, 6), title, fill="black", font=big)
+    for j, nfe in enumerate(nfes):
+        draw.text((label_w + j * (cell_w + pad), title_h), f"NFE {nfe}", fill="black", font=font)
+    for i, name in enumerate(names):
+        top = title_h + header_h + i * (cell_h + caption_h + pad)
+        color = (20, 60, 170) if name in ours else (0, 0, 0)
+        draw.text((pad, top + cell_h // 2 - 8), name, fill=color, font=font)
+        for j, nfe in enumerate(nfes):
+            left = label_w + j * (cell_w + pad)
+            cell = by_key.get((name, nfe))
+            if cell is None or cell.images is None:
+                draw.rectangle((left, top, left + cell_w, top + cell_h), outline=(200, 200, 200))
+                draw.text((left + 4, top + 4), "no step fits", fill=(150, 0, 0), font=small)
+                continue
+            for k, thumb in enumerate(_thumbnails(cell.images, side)):
+                r, c = divmod(k, cols)
+                grid.paste(thumb, (left + c * (thumb_w + gap), top + r * (side + gap)))
+            caption = f"{cell.steps} steps"
+            if cell.model_calls < nfe:
+                caption += f", {cell.model_calls} calls"
+            draw.text((left, top + cell_h + 2), caption, fill=(90, 90, 90), font=small)
+    return grid
+
+
+# --------------------------------------------------------------------------------------------------
+# the command
+# --------------------------------------------------------------------------------------------------
+def run_demo(args: argparse.Namespace) -> int:
+    """``diffusers-geo demo``: compare the samplers, write ``demo.png`` and ``demo.json`` to ``--out``."""
+    start = time.perf_counter()
+    try:
+        names = resolve_schedulers(args.schedulers)
+    except ValueError as err:
+        raise SystemExit(f"diffusers-geo demo: {err}") from err
+    if args.num_images < 1:
+        raise SystemExit("diffusers-geo demo: --num-images must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit("diffusers-geo demo: --threads must be >= 1")
+    seeds = list(args.seeds) if args.seeds else list(range(args.num_images))
+    packaged = args.model is None
+    if packaged and args.prompt is not None:
+        raise SystemExit(
+            "diffusers-geo demo: the packaged digits model is unconditional; --prompt needs --model"
+        )
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as err:
+        raise SystemExit(f"diffusers-geo demo: bad --device {args.device!r}: {err}") from err
+    dtype = resolve_dtype(args.dtype, device, packaged)
+    threads = args.threads or (1 if packaged and device.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        pipe = load_pipeline(args.model, device, dtype)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"diffusers-geo demo: cannot load --model {args.model!r}: {err}") from err
+    if args.prompt is not None and not _takes(pipe, "prompt"):
+        raise SystemExit(f"diffusers-geo demo: {type(pipe).__name__} takes no prompt; drop --prompt")
+    model_name = "packaged tiny-digits DDPM" if packaged else args.model
+
+    try:
+        cells = compare(pipe, names, args.nfe, seeds, args.prompt, progress=not args.no_progress)
+    except ValueError as err:
+        raise SystemExit(f"diffusers-geo demo: {err}") from err
+    prompt = (args.prompt or DEFAULT_PROMPT) if _takes(pipe, "prompt") else None
+    title = f"{model_name}" + (f" - {prompt!r}" if prompt else "") + f" - seeds {seeds[0]}..{seeds[-1]}"
+    title += " - same initial noise in every cell - blue: diffusers-geo"
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    png, report = args.out / "demo.png", args.out / "demo.json"
+    render_grid(cells, title, ours=[n for n in names if n.split(":")[0] in SCHEDULERS]).save(png)
+    settings = {
+        "command": "diffusers-geo " + " ".join(sys.argv[1:])
+        if sys.argv[0].endswith("diffusers-geo")
+        else None,
+        "model": args.model or str(default_model_path()),
+        "pipeline": type(pipe).__name__,
+        "prompt": prompt,
+        "seeds": seeds,
+        "nfe": list(args.nfe),
+        "schedulers": names,
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "versions": _versions(),
+    }
+    runs = [{f.name: getattr(c, f.name) for f in fields(c) if f.name != "images"} for c in cells]
+    for run in runs:
+        run["seconds"] = round(run["seconds"], 3)
+    settings["total_seconds"] = round(time.perf_counter() - start, 1)
+    report.write_text(json.dumps({"settings": settings, "runs": runs}, indent=1))
+    print(f"wrote {png} and {report} ({len(names)} samplers x NFE {args.nfe}, {settings['total_seconds']} s)")
+    return 0
+
+
+def _versions() -> dict[str, str]:
+    import diffusers
+
+    from . import __version__
+
+    return {"diffusers_geo": __version__, "diffusers": diffusers.__version__, "torch": torch.__version__}

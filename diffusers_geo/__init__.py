@@ -15,7 +15,14 @@ from .default_model import default_model_path, load_default_pipeline
 from .interpolation import interpolate_latents, norm_preserving_lerp, shell_radius, slerp
 from .models import OptimalDenoiser, OptimalDenoiserOutput
 from .registry import SCHEDULERS, load_scheduler
-from .schedulers import ERSDEScheduler, GeoScheduler, GeoSchedulerOutput, SigmaDDIMScheduler, scheduler_config
+from .schedulers import (
+    ERSDEScheduler,
+    GeoScheduler,
+    GeoSchedulerOutput,
+    ProjectionDDIMScheduler,
+    SigmaDDIMScheduler,
+    scheduler_config,
+)
 from .solvers.reference import ReferenceSolution, solve_probability_flow_ode
 from .trajectory import Trajectory, TrajectoryRecorder
 
@@ -28,6 +35,7 @@ __all__ = [
     "ModelMixin",
     "OptimalDenoiser",
     "OptimalDenoiserOutput",
+    "ProjectionDDIMScheduler",
     "ReferenceSolution",
     "SCHEDULERS",
     "SchedulerMixin",

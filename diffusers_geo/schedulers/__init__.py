@@ -3,5 +3,13 @@
 from .base import GeoScheduler, GeoSchedulerOutput, scheduler_config
 from .scheduling_ddim_sigma import SigmaDDIMScheduler
 from .scheduling_er_sde import ERSDEScheduler
+from .scheduling_projection_ddim import ProjectionDDIMScheduler
 
-__all__ = ["ERSDEScheduler", "GeoScheduler", "GeoSchedulerOutput", "SigmaDDIMScheduler", "scheduler_config"]
+__all__ = [
+    "ERSDEScheduler",
+    "GeoScheduler",
+    "GeoSchedulerOutput",
+    "ProjectionDDIMScheduler",
+    "SigmaDDIMScheduler",
+    "scheduler_config",
+]

@@ -1,0 +1,166 @@
+"""Gradient estimation: projection-corrected DDIM (Permenter & Yuan, ICML 2024, arXiv 2306.04848).
+
+The paper reads DDIM as gradient descent on ``f(y) = 1/2 dist_K(y)^2`` with step size
+``1 - sigma_next / sigma``, where the noise prediction ``sigma * eps(y, sigma)`` estimates the gradient
+``y - proj_K(y)``. Because that gradient is (nearly) constant along the segment from ``y`` to its
+projection, two successive predictions estimate the *same* vector, and the paper combines them to cancel the
+error of the older one (eq. (12), Algorithm 2):
+
+    eps_bar_k = gamma * eps_k + (1 - gamma) * eps_{k+1},          (eq. 12; gamma = 2 by default)
+    y_{k-1}   = y_k + (sigma_{k-1} - sigma_k) * eps_bar_k,         (DDIM step with the corrected eps)
+
+``eps_{k+1}`` being the *raw* prediction of the previous step (no recursion), and ``eps_bar_N = eps_N`` on
+the first step. ``gamma = 1`` is DDIM. The blend is in eps (equivalently ``d = (y - D) / sigma``) space;
+blending the two x0 predictions instead is a different algorithm (see :func:`corrected_denoised`).
+
+The noise-injecting generalisation (paper, Appendix A; the authors' ``smalldiffusion``) splits the step at
+``sigma_hat`` with ``sigma_next = sigma^mu * sigma_hat^(1 - mu)`` and adds back ``eta = sqrt(sigma_next^2 -
+sigma_hat^2)`` of fresh noise: ``mu = 0`` is deterministic, ``mu = 1/2`` is DDPM (Euler-ancestral, eta = 1).
+
+The schedule of the paper (its "second modification" of DDIM) is log-linear in sigma, i.e. a constant
+gradient-descent step size, from a start sigma below the model's maximum, with every sigma snapped *up* to a
+trained timestep: :func:`log_linear_timesteps`.
+
+Everything here is in sigma coordinates (``y = x / alpha = x0 + sigma * eps``); no diffusers import.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ..schedules import exponential_sigmas
+
+LOG_LINEAR_ENDS = ("geometric-mean", "ddim")
+
+
+# --------------------------------------------------------------------------------------------------
+# the update (Algorithm 2 with eq. (12); Appendix A for mu > 0)
+# --------------------------------------------------------------------------------------------------
+def corrected_epsilon(eps: torch.Tensor, eps_prev: torch.Tensor | None, gamma: float) -> torch.Tensor:
+    """``eps_bar = gamma * eps + (1 - gamma) * eps_prev`` (eq. 12); ``eps`` itself on the first step."""
+    if eps_prev is None:
+        return eps
+    return gamma * eps + (1 - gamma) * eps_prev
+
+
+def corrected_denoised(y: torch.Tensor, eps_bar: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The corrected projection estimate ``x0_bar = y - sigma * eps_bar`` (what ``pred_original_sample`` is).
+
+    In x0 terms ``x0_bar = gamma * D_k + (1 - gamma) * (y_k - sigma_k * eps_{k+1})``: the previous *noise*
+    estimate re-anchored at the current point, not the previous x0 prediction."""
+    return y - sigma * eps_bar
+
+
+def noise_split(sigma: float, sigma_next: float, mu: float) -> tuple[float, float]:
+    """``(sigma_hat, eta)`` of the stochastic step (Appendix A): ``sigma_next = sigma^mu sigma_hat^(1-mu)``
+    and ``eta = sqrt(sigma_next^2 - sigma_hat^2)``. ``mu = 0`` gives ``(sigma_next, 0)``; a final step to
+    ``sigma_next = 0`` is always deterministic."""
+    if mu == 0 or sigma_next == 0:
+        return sigma_next, 0.0
+    sigma_hat = (sigma_next / sigma**mu) ** (1 / (1 - mu))
+    return sigma_hat, math.sqrt(max(sigma_next**2 - sigma_hat**2, 0.0))
+
+
+def gradient_estimation_step(
+    y: torch.Tensor,
+    eps_bar: torch.Tensor,
+    sigma: float,
+    sigma_next: float,
+    mu: float = 0.0,
+    noise: Callable[[], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``y_next = y + (sigma_hat - sigma) * eps_bar + eta * w`` (Algorithm 2; Appendix A for ``mu > 0``).
+
+    With ``mu = 0`` this is ``y + (sigma_next - sigma) * eps_bar``: DDIM driven by the corrected eps.
+    ``noise`` draws ``w ~ N(0, I)`` and is called only when ``eta > 0``.
+    """
+    sigma_hat, eta = noise_split(sigma, sigma_next, mu)
+    y_next = y + (sigma_hat - sigma) * eps_bar
+    if eta > 0:
+        if noise is None:
+            raise ValueError("mu > 0 needs a noise source.")
+        y_next = y_next + eta * noise()
+    return y_next
+
+
+def gradient_estimation_step_d(
+    y: torch.Tensor,
+    denoised: torch.Tensor,
+    d_prev: torch.Tensor | None,
+    sigma: float,
+    sigma_next: float,
+    gamma: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same deterministic step in the k-diffusion "d" form: ``d = (y - D) / sigma``, an Euler step
+    ``y + d * dt`` and then the correction ``(gamma - 1) * (d - d_prev) * dt`` (``dt = sigma_next - sigma``).
+
+    Algebraically identical to :func:`gradient_estimation_step` with ``mu = 0`` (``d`` is ``eps``).
+    Returns ``(y_next, d)``; pass ``d`` as ``d_prev`` to the next step.
+    """
+    d = (y - denoised) / sigma
+    dt = sigma_next - sigma
+    y_next = y + d * dt
+    if d_prev is not None:
+        y_next = y_next + (gamma - 1) * (d - d_prev) * dt
+    return y_next, d
+
+
+# --------------------------------------------------------------------------------------------------
+# the schedule (paper, "second modification": log-linear sigmas snapped up to trained timesteps)
+# --------------------------------------------------------------------------------------------------
+def snap_up(sigmas: torch.Tensor, train_sigmas: torch.Tensor, rtol: float = 1e-9) -> torch.Tensor:
+    """For each sigma the smallest training timestep ``t`` with ``sigma(t) >= sigma`` (clamped to T - 1).
+
+    ``rtol`` keeps a sigma that *is* a training sigma up to round-off on its own timestep."""
+    train = train_sigmas.to(torch.float64)
+    t = torch.searchsorted(train, sigmas.to(torch.float64) * (1 - rtol))
+    return t.clamp(max=len(train) - 1)
+
+
+def log_linear_end_sigma(num_steps: int, train_sigmas: torch.Tensor, end: str = "geometric-mean") -> float:
+    """The last sigma at which the model is called.
+
+    ``"ddim"``: ``sigma(T // N)``, DDIM's last non-zero noise level (the authors' diffusers ``GEScheduler``,
+    used for Stable Diffusion); ``"geometric-mean"``: ``sqrt(sigma(T // N) * sigma(0))`` (the schedule of the
+    paper's CIFAR-10 / CelebA experiments).
+    """
+    if end not in LOG_LINEAR_ENDS:
+        raise ValueError(f"Unknown log_linear_end {end!r}; choose one of {list(LOG_LINEAR_ENDS)}.")
+    ddim_end = float(train_sigmas[min(len(train_sigmas) // num_steps, len(train_sigmas) - 1)])
+    return ddim_end if end == "ddim" else math.sqrt(ddim_end * float(train_sigmas[0]))
+
+
+def log_linear_timesteps(
+    num_steps: int, train_sigmas: torch.Tensor, start_sigma: float, end: str = "geometric-mean"
+) -> torch.Tensor:
+    """The paper's N model timesteps (decreasing, int64), without the terminal one.
+
+    ``N`` sigmas log-uniformly spaced from ``start_sigma`` down to :func:`log_linear_end_sigma`, each snapped
+    up to a trained timestep (:func:`snap_up`); the update then uses the snapped ``sigma(t)``. The paper's
+    schedule for Stable Diffusion (start 8.35, ``end="ddim"``) gives ``[901, 830, 751, ..., 166, 100]`` at
+    N = 10, and for the CIFAR-10 model (start 40, ``end="geometric-mean"``) ``[853, 765, ..., 33, 14]``.
+
+    Where snapping would repeat a timestep (many steps, near t = 0, where sigma(t) is coarse), the later one
+    moves up to the next free timestep, so there are always ``N`` distinct model calls.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+    start_t = int(snap_up(torch.tensor([start_sigma], dtype=torch.float64), train_sigmas)[0])
+    if num_steps > start_t + 1:
+        raise ValueError(
+            f"{num_steps} steps do not fit below start sigma {start_sigma} (timestep {start_t}); "
+            "use fewer steps or a larger start sigma."
+        )
+    if num_steps == 1:
+        return torch.tensor([start_t], dtype=torch.int64)
+    end_sigma = min(log_linear_end_sigma(num_steps, train_sigmas, end), start_sigma)
+    t = snap_up(exponential_sigmas(end_sigma, start_sigma, num_steps), train_sigmas)
+    for k in range(num_steps - 2, -1, -1):  # from the data end upwards: keep the timesteps distinct
+        t[k] = max(int(t[k]), int(t[k + 1]) + 1)
+    t[0] = start_t
+    for k in range(1, num_steps):  # and none above the start (they fit: num_steps <= start_t + 1)
+        t[k] = min(int(t[k]), int(t[k - 1]) - 1)
+    return t

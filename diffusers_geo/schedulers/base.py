@@ -199,7 +199,18 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         return self._begin_index
 
     def set_begin_index(self, begin_index: int = 0) -> None:
-        """Set the first step index (pipelines call this for img2img and the SDXL refiner)."""
+        """Set the first step index (pipelines call this for img2img and the SDXL refiner).
+
+        Raises a ValueError when the index leaves no step to run: img2img / inpainting with
+        ``int(strength * num_inference_steps) == 0`` (or an SDXL ``denoising_start`` past the last step),
+        where the pipeline would otherwise fail later with a shape error.
+        """
+        if self.timesteps is not None and not 0 <= begin_index < len(self.timesteps):
+            raise ValueError(
+                f"begin_index {begin_index} leaves no denoising step: the schedule has {len(self.timesteps)} "
+                "model calls. In img2img/inpainting this means int(strength * num_inference_steps) is 0: "
+                "raise strength or num_inference_steps (or lower denoising_start)."
+            )
         self._begin_index = begin_index
 
     def index_for_timestep(self, timestep, schedule_timesteps: torch.Tensor | None = None) -> int:

@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -18,3 +19,61 @@ def load(name: str):
 def test_swap_scheduler_example(tmp_path):
     out = load("swap_scheduler").main(["--steps", "3", "--out", str(tmp_path / "x.png")])
     assert Image.open(out).size == (8, 8)
+
+
+@pytest.fixture(scope="module")
+def saved_pipelines(tmp_path_factory):
+    """Tiny pipelines saved to local folders: the examples load them like real checkpoints (--model)."""
+    from diffusers_geo.testing import tiny_sd_pipeline, tiny_sdxl_pipelines
+
+    root = tmp_path_factory.mktemp("models")
+    paths = {}
+    for kind, prediction in (("txt2img", "epsilon"), ("txt2img", "v_prediction"), ("inpaint", "epsilon")):
+        path = root / f"sd-{kind}-{prediction}"
+        tiny_sd_pipeline(kind, prediction_type=prediction).save_pretrained(path)
+        paths[kind, prediction] = path
+    base, refiner = tiny_sdxl_pipelines()
+    base.save_pretrained(root / "sdxl-base")
+    refiner.save_pretrained(root / "sdxl-refiner")
+    paths["sdxl"] = root / "sdxl-base", root / "sdxl-refiner"
+    return paths
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])  # SD 1.5-like and SD 2.1-like
+def test_latent_txt2img_from_a_saved_checkpoint(saved_pipelines, tmp_path, prediction):
+    model = saved_pipelines["txt2img", prediction]
+    out = tmp_path / "x.png"
+    result = load("latent_diffusion").main(
+        ["txt2img", "--model", str(model), "--steps", "4", "--out", str(out)]
+    )
+    assert result["steps"] == {"txt2img": 4} and Image.open(out).size == result["size"]
+
+
+@pytest.mark.parametrize("mode,scheduler", [("img2img", "er-sde"), ("inpaint", "projection-ddim")])
+def test_latent_img2img_and_inpaint(saved_pipelines, tmp_path, mode, scheduler):
+    model = saved_pipelines["txt2img" if mode == "img2img" else "inpaint", "epsilon"]
+    args = [mode, "--model", str(model), "--scheduler", scheduler, "--steps", "5", "--strength", "0.6"]
+    result = load("latent_diffusion").main([*args, "--out", str(tmp_path / "x.png")])
+    assert result["steps"] == {mode: 3}  # int(5 * 0.6) steps of the 5-step schedule
+
+
+def test_latent_sdxl_base_to_refiner_handoff(saved_pipelines, tmp_path):
+    base, refiner = saved_pipelines["sdxl"]
+    args = [
+        "sdxl",
+        "--model",
+        str(base),
+        "--refiner",
+        str(refiner),
+        "--steps",
+        "10",
+        "--denoising-end",
+        "0.7",
+    ]
+    result = load("latent_diffusion").main([*args, "--out", str(tmp_path / "x.png")])
+    assert result["steps"]["base"] + result["steps"]["refiner"] == 10 and result["steps"]["refiner"] > 0
+
+
+def test_latent_offline_default_without_guidance(tmp_path):
+    args = ["txt2img", "--guidance", "1.0", "--steps", "3", "--out", str(tmp_path / "x.png")]
+    assert load("latent_diffusion").main(args)["steps"] == {"txt2img": 3}

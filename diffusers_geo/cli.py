@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--list", action="store_true", help="list sampler names and exit")
     bench.add_argument("--no-progress", action="store_true")
+    from .generate import add_generate_parser
+
+    add_generate_parser(sub)
     from .demo import add_demo_parser
 
     add_demo_parser(sub)
@@ -134,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         return run_bench(args)
+    if args.command == "generate":
+        from .generate import run_generate
+
+        return run_generate(args)
     if args.command == "demo":
         from .demo import run_demo
 

@@ -1,0 +1,102 @@
+"""``diffusers-geo generate``: N images for an evaluation set, split over processes with 🤗 Accelerate.
+
+Image ``i`` is drawn with its own generator seeded ``seed + i`` (initial noise and, for stochastic
+schedulers, every noise draw of the run), so the images do not depend on how many processes share the
+work: ``accelerate launch --multi_gpu --num_processes K -m diffusers_geo.cli generate ...`` (or ``torchrun
+--nproc_per_node K``; add ``--num_machines`` / ``--machine_rank`` / ``--main_process_ip`` for several machines)
+writes the same files as a single process. Without a GPU the processes run on the CPU over gloo (use
+``--multi_gpu`` there too: accelerate's ``--cpu`` flag starts a single process unless MPI is configured). Work is split with ``PartialState().split_between_processes``; each process writes its own
+images, and the main process writes ``generate.json`` with the settings once every process is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["add_generate_parser", "generate", "image_seeds", "run_generate"]
+
+
+def image_seeds(num_images: int, seed: int) -> list[int]:
+    """The seed of every image: ``seed + i`` (independent of processes and batches)."""
+    return [seed + i for i in range(num_images)]
+
+
+def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "generate",
+        help="write N images with a diffusers-geo scheduler (multi-GPU / multi-machine with accelerate launch)",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("--model", default=None, help="hub id or local folder (default: the packaged model)")
+    parser.add_argument("--scheduler", default="er-sde", help="a sampler name as in `bench --list`")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--num-images", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8, help="images per pipeline call per process")
+    parser.add_argument("--prompt", default=None, help="for text-to-image pipelines")
+    parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    parser.add_argument("--out", type=Path, default=Path("generate-out"))
+    return parser
+
+
+def _check(args: argparse.Namespace) -> None:
+    for name in ("steps", "num_images", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+
+
+def _load(model: str | None, scheduler: str, device: torch.device):
+    from diffusers import DiffusionPipeline
+
+    from .bench.samplers import make_sampler
+    from .default_model import default_model_path
+
+    path = default_model_path() if model is None else model
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=dtype).to(device)
+    pipe.scheduler = make_sampler(scheduler, dict(pipe.scheduler.config))[0]
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(pipe, seeds: list[int], steps: int, prompt: str | None, device: torch.device) -> list:
+    """One pipeline call for ``seeds`` (one generator per image); returns PIL images."""
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    kwargs: dict[str, Any] = {"num_inference_steps": steps, "generator": generators}
+    if prompt is not None:
+        kwargs["prompt"] = [prompt] * len(seeds)
+    else:
+        kwargs["batch_size"] = len(seeds)
+    return pipe(**kwargs).images
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    _check(args)
+    # without a GPU, processes started by `accelerate launch --multi_gpu` / torchrun talk over gloo on the CPU
+    state = PartialState(cpu=not torch.cuda.is_available())
+    pipe = _load(args.model, args.scheduler, state.device)
+    seeds = image_seeds(args.num_images, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with state.split_between_processes(list(enumerate(seeds))) as mine:
+        for start in range(0, len(mine), args.batch_size):
+            batch = mine[start : start + args.batch_size]
+            images = generate(pipe, [s for _, s in batch], args.steps, args.prompt, state.device)
+            for (index, _), image in zip(batch, images, strict=True):
+                image.save(args.out / f"{index:05d}.png")
+    state.wait_for_everyone()
+    if state.is_main_process:
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}
+        settings.update(
+            num_processes=state.num_processes, seeds=seeds, scheduler_class=type(pipe.scheduler).__name__
+        )
+        (args.out / "generate.json").write_text(json.dumps(settings, indent=2))
+        print(
+            f"wrote {args.num_images} images with {args.scheduler} on {state.num_processes} process(es) to {args.out}"
+        )
+    return 0

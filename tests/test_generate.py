@@ -1,0 +1,53 @@
+"""``diffusers-geo generate``: per-image seeds, so 2 processes (accelerate launch on the CPU, gloo) write
+the same images as 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffusers_geo.cli import main
+from diffusers_geo.generate import image_seeds
+
+ARGS = ["--scheduler", "er-sde", "--steps", "3", "--num-images", "5", "--batch-size", "2", "--seed", "7"]
+
+
+def _images(folder):
+    return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))}
+
+
+def test_seeds_are_per_image():
+    assert image_seeds(4, 10) == [10, 11, 12, 13]
+
+
+def test_two_processes_write_the_same_images_as_one(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["generate", *ARGS, "--out", str(one)]) == 0
+    settings = json.loads((one / "generate.json").read_text())
+    assert settings["num_processes"] == 1 and settings["seeds"] == [7, 8, 9, 10, 11]
+    assert settings["scheduler_class"] == "ERSDEScheduler"
+    # on a CPU-only machine `--multi_gpu` spawns the processes (torch.distributed.run) and they use gloo
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command += ["-m", "diffusers_geo.cli", "generate", *ARGS, "--out", str(two)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((two / "generate.json").read_text())["num_processes"] == 2
+    first, second = _images(one), _images(two)
+    assert sorted(first) == [f"{i:05d}.png" for i in range(5)] and sorted(second) == sorted(first)
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+    assert len({a.tobytes() for a in first.values()}) == 5  # different seeds, different images
+
+
+@pytest.mark.parametrize("bad", [["--num-images", "0"], ["--steps", "0"], ["--batch-size", "0"]])
+def test_bad_counts(tmp_path, bad):
+    with pytest.raises(ValueError, match="must be >= 1"):
+        main(["generate", *bad, "--out", str(tmp_path)])

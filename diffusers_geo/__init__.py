@@ -12,13 +12,16 @@ our schedulers (diffusers >= 0.42.1 no longer imports modules named by a reposit
 from diffusers import ModelMixin, SchedulerMixin
 
 from .default_model import default_model_path, load_default_pipeline
+from .gits import GITSSchedule, gits_schedule
 from .interpolation import interpolate_latents, norm_preserving_lerp, shell_radius, slerp
 from .models import OptimalDenoiser, OptimalDenoiserOutput
 from .registry import SCHEDULERS, load_scheduler
 from .schedulers import (
     ERSDEScheduler,
+    GeometricHeunScheduler,
     GeoScheduler,
     GeoSchedulerOutput,
+    OdeJump,
     ProjectionDDIMScheduler,
     SigmaDDIMScheduler,
     scheduler_config,
@@ -31,8 +34,11 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ERSDEScheduler",
     "GeoScheduler",
+    "GITSSchedule",
     "GeoSchedulerOutput",
+    "GeometricHeunScheduler",
     "ModelMixin",
+    "OdeJump",
     "OptimalDenoiser",
     "OptimalDenoiserOutput",
     "ProjectionDDIMScheduler",
@@ -45,6 +51,7 @@ __all__ = [
     "default_model_path",
     "interpolate_latents",
     "load_default_pipeline",
+    "gits_schedule",
     "load_scheduler",
     "norm_preserving_lerp",
     "scheduler_config",

@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .schedulers import ERSDEScheduler, GeoScheduler, ProjectionDDIMScheduler, SigmaDDIMScheduler
+from .schedulers import (
+    ERSDEScheduler,
+    GeometricHeunScheduler,
+    GeoScheduler,
+    ProjectionDDIMScheduler,
+    SigmaDDIMScheduler,
+)
 
 SCHEDULERS: dict[str, type[GeoScheduler]] = {
     "er-sde": ERSDEScheduler,
+    "geometric-heun": GeometricHeunScheduler,
     "projection-ddim": ProjectionDDIMScheduler,
     "gradient-estimation": ProjectionDDIMScheduler,  # the paper's name for the same class (an alias)
     "sigma-ddim": SigmaDDIMScheduler,

@@ -24,6 +24,7 @@ BASE_OVERRIDES = dict(
     prediction_type="v_prediction",
     timestep_spacing="trailing",
     final_sigmas_type="sigma_min",
+    jump_step=3,  # ODE-Jump, a shared option of every scheduler
 )
 # every option of every scheduler, set away from its default (a new scheduler must add its own here)
 OWN_OVERRIDES: dict[str, dict] = {
@@ -34,7 +35,7 @@ OWN_OVERRIDES: dict[str, dict] = {
         gamma=1.5, mu=0.2, schedule="spacing", start_sigma=8.35, log_linear_end="ddim"
     ),
     "SigmaDDIMScheduler": {},
-    "GeometricHeunScheduler": {},
+    "GeometricHeunScheduler": dict(intermediate_point=0.5, max_multistep_weight=1.5),  # multistep: own test
 }
 CLASSES = sorted({cls for cls in SCHEDULERS.values()}, key=lambda c: c.__name__)
 

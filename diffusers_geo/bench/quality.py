@@ -25,7 +25,7 @@ import torch
 
 from ..models import OptimalDenoiser
 from ..solvers.reference import solve_probability_flow_ode
-from .samplers import make_sampler
+from .samplers import make_sampler, split_gits
 
 
 @dataclass
@@ -132,6 +132,29 @@ class ReferenceCache:
         return self.cache[key]
 
 
+class GITSCache:
+    """GITS schedules searched on the benchmark's own model (warm-up noise from seeds no run uses), one per
+    step count and option set, reused across samplers and seeds."""
+
+    def __init__(self, model: OptimalDenoiser, config: dict[str, Any], progress: bool = False):
+        self.model, self.config, self.progress, self.cache = model, config, progress, {}
+
+    def schedule(self, num_steps: int, options: dict[str, Any]):
+        from ..gits import gits_schedule
+
+        key = (num_steps, tuple(sorted(options.items())))
+        if key not in self.cache:
+            self.cache[key] = gits_schedule(
+                self.model,
+                num_steps,
+                scheduler_config=self.config,
+                generator=torch.Generator().manual_seed(99_999),
+                progress=self.progress,
+                **{"num_warmup": 256, "batch_size": 256, **options},
+            )
+        return self.cache[key]
+
+
 def run_quality(
     model: OptimalDenoiser,
     config: dict[str, Any],
@@ -145,6 +168,7 @@ def run_quality(
     from tqdm.auto import tqdm
 
     references, scores = ReferenceCache(model), DistributionScorer(model)
+    gits = GITSCache(model, config)
     runs: list[Run] = []
     stochastic: dict[str, bool] = {}
     jobs = [(name, nfe, seed) for name in samplers for nfe in nfes for seed in seeds]
@@ -153,7 +177,11 @@ def run_quality(
         steps = steps_for_nfe(scheduler, nfe_target)
         if steps is None:
             continue
-        scheduler.set_timesteps(steps)
+        gits_options = split_gits(name)[1]
+        if gits_options is None:
+            scheduler.set_timesteps(steps)
+        else:
+            gits.schedule(steps, gits_options).apply(scheduler)
         noise = common_noise(model, seed, num_samples)
         generator = torch.Generator().manual_seed(10_000 + seed)
         x, calls, (model_input, t0) = sample(scheduler, model, noise, generator)

@@ -38,6 +38,7 @@ BUILTINS: dict[str, tuple[type, dict[str, Any], bool]] = {
     "ddpm": (DDPMScheduler, {}, True),
 }
 KARRAS_SUFFIX = "-karras"
+GITS_SUFFIX = "+gits"
 
 
 def _supports_karras(cls: type) -> bool:
@@ -64,25 +65,44 @@ def parse_name(name: str) -> tuple[str, dict[str, Any]]:
     ``use_karras_sigmas=True``.
     """
     base, *options = name.strip().split(":")
-    overrides: dict[str, Any] = {}
-    for option in options:
-        key, sep, text = option.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"Bad option {option!r} in sampler {name!r}; write key=value.")
-        try:
-            overrides[key.strip()] = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            overrides[key.strip()] = text.strip()
+    overrides = _key_values(options, name, "key=value")
     if base not in SCHEDULERS and base.endswith(KARRAS_SUFFIX) and base[: -len(KARRAS_SUFFIX)] in SCHEDULERS:
         base = base[: -len(KARRAS_SUFFIX)]
         overrides = {"use_karras_sigmas": True, **overrides}
     return base, overrides
 
 
+def split_gits(name: str) -> tuple[str, dict[str, Any] | None]:
+    """Split ``"unipc+gits/coeff=1.15/metric=dev"`` into ``("unipc", {"coeff": 1.15, "metric": "dev"})``.
+
+    A ``+gits`` suffix runs the sampler on a GITS schedule that the benchmark searches for its own model
+    (:func:`diffusers_geo.gits_schedule`; options after ``/`` are its keyword arguments, e.g. ``coeff``,
+    ``metric``, ``grid``, ``num_warmup``). Without the suffix the options are ``None``.
+    """
+    base, sep, rest = name.strip().partition(GITS_SUFFIX)
+    if not sep:
+        return name.strip(), None
+    return base, _key_values([o for o in rest.split("/") if o], name, "+gits/key=value")
+
+
+def _key_values(options: list[str], name: str, form: str) -> dict[str, Any]:
+    """``["k=v", ...]`` as a dict; values are Python literals, or else plain strings."""
+    values: dict[str, Any] = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"Bad option {option!r} in sampler {name!r}; write {form}.")
+        try:
+            values[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            values[key.strip()] = text.strip()
+    return values
+
+
 def is_known(name: str) -> bool:
     """Whether :func:`make_sampler` accepts ``name`` (with options)."""
     try:
-        base, _ = parse_name(name)
+        base, _ = parse_name(split_gits(name)[0])
     except ValueError:
         return False
     return base in SCHEDULERS or base in builtin_names()
@@ -93,9 +113,10 @@ def make_sampler(name: str, config: dict[str, Any]) -> tuple[SchedulerMixin, boo
 
     ``name`` is a built-in (``"dpmpp-2m-karras"``) or one of ours, with optional config overrides:
     ``"er-sde:solver_order=2"`` (see :func:`parse_name`). Our schedulers say whether they are stochastic
-    through their ``stochastic`` attribute (a property where it depends on the config).
+    through their ``stochastic`` attribute (a property where it depends on the config). A ``+gits`` suffix
+    (:func:`split_gits`) is ignored here: the benchmark sets the schedule.
     """
-    base, options = parse_name(name)
+    base, options = parse_name(split_gits(name)[0])
     if base in SCHEDULERS:
         scheduler = SCHEDULERS[base].from_config(config, **options)
         return scheduler, bool(getattr(scheduler, "stochastic", False))

@@ -9,7 +9,12 @@ a step of its solver in sigma coordinates. Everything a diffusers pipeline relie
   pipeline, ``DDPMPipeline`` included, handles; ``step`` maps ``x -> y = x / alpha`` and back;
 * ``set_timesteps`` with spacings, Karras/exponential/beta sigmas, custom ``timesteps=`` / ``sigmas=``;
 * ``begin_index`` / ``step_index`` for img2img, inpainting and the SDXL hand-off;
-* prediction-type conversion, dtype/device handling, clear errors.
+* prediction-type conversion, dtype/device handling, clear errors;
+* ODE-Jump (``jump_sigma`` / ``jump_step``): end any scheduler's run early with the denoiser output.
+
+A step of the solver may take more than one model call (Heun-type two-stage steps): such a subclass
+returns the noise level of every call from :meth:`GeoScheduler.call_sigmas`, and ``self.sigmas`` /
+``self.timesteps`` then list one entry per model call, in diffusers' order-2 layout.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..parameterization import PREDICTION_TYPES, DiscreteVP, denoised_from_y
@@ -39,6 +44,8 @@ from ..schedules import (
 
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 
+logger = logging.get_logger(__name__)
+
 
 @dataclass
 class GeoSchedulerOutput(BaseOutput):
@@ -54,6 +61,23 @@ class GeoSchedulerOutput(BaseOutput):
 
 
 NoiseSource = Callable[[], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class OdeJump:
+    """Where an ODE-Jump run ends (see ``jump_sigma`` / ``jump_step`` of :class:`GeoScheduler`).
+
+    Args:
+        step: index of the solver step whose noise level the run jumps from (0-based).
+        sigma: that noise level; the run returns the denoiser output ``D(y, sigma)`` there.
+        nfe: model calls of the truncated run.
+        nfe_saved: model calls saved versus the full schedule.
+    """
+
+    step: int
+    sigma: float
+    nfe: int
+    nfe_saved: int
 
 
 def scheduler_config(init: Callable) -> Callable:
@@ -100,6 +124,13 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         final_sigmas_type: "zero" (the last step returns the data prediction) or "sigma_min" (stop at
             the noise level of training timestep 0).
         sigma_min, sigma_max: override the ends of Karras/exponential/beta schedules.
+        jump_sigma: ODE-Jump (Chen et al., arXiv 2305.19947, §3 and Prop. 1): cut the schedule at its first
+            noise level <= ``jump_sigma`` and end the run there by returning the denoiser output (the Euler
+            step to sigma = 0 lands exactly on it), saving every later model call. Must lie between the
+            smallest and the largest noise level at which the schedule calls the model.
+        jump_step: the same, naming the solver step (0-based) to jump from instead of a noise level.
+            After ``set_timesteps``, ``self.ode_jump`` (an :class:`OdeJump`) reports where the run ends
+            and how many model calls it saves.
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
@@ -122,6 +153,8 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         final_sigmas_type: str = "zero",
         sigma_min: float | None = None,
         sigma_max: float | None = None,
+        jump_sigma: float | None = None,
+        jump_step: int | None = None,
     ):
         _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
         _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
@@ -138,6 +171,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 raise ImportError("use_beta_sigmas=True needs scipy: pip install scipy") from err
         if num_train_timesteps < 2:
             raise ValueError(f"num_train_timesteps must be >= 2, got {num_train_timesteps}.")
+        _check_jump(jump_sigma, jump_step)
 
         self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
         if rescale_betas_zero_snr:
@@ -155,6 +189,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         self._step_index: int | None = None
         self._begin_index: int | None = None
         self._nonfinite_step: torch.Tensor | None = None
+        self.ode_jump: OdeJump | None = None
         self.reset_state()
 
     # ----------------------------------------------------------------------------------------------
@@ -184,6 +219,16 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
 
     def reset_state(self) -> None:
         """Clear per-run solver state (history, stored derivatives). Called by ``set_timesteps``."""
+
+    def call_sigmas(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """Noise levels of the model calls, plus the terminal one, for the N + 1 step ``sigmas``.
+
+        The default, one model call per step, returns ``sigmas``. A solver whose steps take several calls
+        returns one entry per call (e.g. Heun: ``[s0, s1, s1, ..., s_{N-1}, s_{N-1}, 0]``, diffusers' order-2
+        layout); ``step`` then advances one entry per call, mapping the sample from the level of the call
+        to the level of the next entry, and ``solver_step`` receives these two levels.
+        """
+        return sigmas
 
     # ----------------------------------------------------------------------------------------------
     # indices (img2img / inpainting / SDXL hand-off)
@@ -313,10 +358,10 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 sigmas = respace_sigmas(respacing, lo, hi, n)
             sigmas = append_terminal(sigmas, self._terminal_sigma())
 
-        sigmas = self.prepare_sigmas(sigmas)
-        self.sigmas = sigmas
+        sigmas, self.ode_jump = self._ode_jump(self.prepare_sigmas(sigmas))
         self.num_inference_steps = len(sigmas) - 1
-        self.timesteps = param.timestep_of(sigmas[:-1]).to(torch.float32).to(device)
+        self.sigmas = self.call_sigmas(sigmas)
+        self.timesteps = param.timestep_of(self.sigmas[:-1]).to(torch.float32).to(device)
         self._step_index = None
         self._begin_index = None
         self._nonfinite_step = None
@@ -328,6 +373,37 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
 
     def _terminal_sigma(self) -> float:
         return 0.0 if self.config.final_sigmas_type == "zero" else self.parameterization.sigma_min
+
+    def _ode_jump(self, sigmas: torch.Tensor) -> tuple[torch.Tensor, OdeJump | None]:
+        """Cut ``sigmas`` for ODE-Jump: keep the levels down to the jump step, then go to 0."""
+        jump_sigma, jump_step = self.config.jump_sigma, self.config.jump_step
+        if jump_sigma is None and jump_step is None:
+            return sigmas, None
+        levels = sigmas[:-1]  # where the model is called; sigmas[-1] is the terminal level
+        if jump_step is not None:
+            if jump_step >= len(levels):
+                raise ValueError(
+                    f"jump_step={jump_step} is outside the schedule: it has {len(levels)} steps "
+                    f"(jump_step 0 to {len(levels) - 1})."
+                )
+            step = jump_step
+        else:
+            lo, hi = float(levels[-1]), float(levels[0])
+            tol = 1e-9 * hi
+            if not lo - tol <= jump_sigma <= hi + tol:
+                raise ValueError(
+                    f"jump_sigma={jump_sigma:g} is outside the schedule: its noise levels run from {hi:.6g} "
+                    f"down to {lo:.6g}. Choose jump_sigma in that range (or jump_step)."
+                )
+            step = int((levels <= jump_sigma + tol).nonzero()[0])
+        cut = torch.cat([sigmas[: step + 1], sigmas.new_zeros(1)])
+        nfe, full = len(self.call_sigmas(cut)) - 1, len(self.call_sigmas(sigmas)) - 1
+        jump = OdeJump(step=step, sigma=float(sigmas[step]), nfe=nfe, nfe_saved=full - nfe)
+        logger.info(
+            f"ODE-Jump: the run returns the denoiser output at sigma={jump.sigma:.4g} (step {step}) after "
+            f"{nfe} model calls, saving {jump.nfe_saved} of {full}."
+        )
+        return cut, jump
 
     # ----------------------------------------------------------------------------------------------
     # the VP interface
@@ -362,9 +438,9 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         if self._step_index is None:
             self._init_step_index(timestep)
         index = self._step_index
-        if index >= self.num_inference_steps:
+        if index >= len(self.timesteps):
             raise ValueError(
-                f"step called {index + 1} times but the schedule has {self.num_inference_steps} steps; "
+                f"step called {index + 1} times but the schedule has {len(self.timesteps)} model calls; "
                 "call set_timesteps again to start a new run."
             )
         if variance_noise is not None and variance_noise.shape != sample.shape:
@@ -384,7 +460,10 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 return variance_noise.to(device=y.device, dtype=dtype)
             return randn_tensor(y.shape, generator=generator, device=y.device, dtype=dtype)
 
-        y_next, pred_original = self.solver_step(y, denoised, sigma, sigma_next, noise)
+        if self.ode_jump is not None and index == len(self.timesteps) - 1:
+            y_next = pred_original = denoised  # ODE-Jump: the Euler step to sigma = 0 returns D exactly
+        else:
+            y_next, pred_original = self.solver_step(y, denoised, sigma, sigma_next, noise)
         prev_sample = y_next.mul(self.parameterization.alpha(sigma_next)).to(sample.dtype)
         pred_original = pred_original.to(sample.dtype)
         self._step_index = index + 1
@@ -405,7 +484,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         if self._nonfinite_step is None:
             self._nonfinite_step = torch.full((), -1, dtype=torch.long, device=model_output.device)
         self._nonfinite_step = torch.where(bad & (self._nonfinite_step < 0), index, self._nonfinite_step)
-        if index == self.num_inference_steps - 1 and int(self._nonfinite_step) >= 0:
+        if index == len(self.timesteps) - 1 and int(self._nonfinite_step) >= 0:
             self._raise_nonfinite(int(self._nonfinite_step))
 
     def _raise_nonfinite(self, index: int) -> None:
@@ -451,6 +530,21 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         sigma = sigma.to(sample.device, torch.float32).reshape(-1, *([1] * (sample.ndim - 1)))
         alpha = self.parameterization.alpha(sigma)
         return (alpha * noise - alpha * sigma * sample).to(sample.dtype)
+
+
+def _check_jump(jump_sigma, jump_step) -> None:
+    if jump_sigma is not None and jump_step is not None:
+        raise ValueError("Pass at most one of jump_sigma and jump_step (ODE-Jump), not both.")
+    if jump_sigma is not None:
+        if isinstance(jump_sigma, bool) or not isinstance(jump_sigma, (int, float, np.floating)):
+            raise TypeError(f"jump_sigma must be a number (a noise level sigma), got {jump_sigma!r}.")
+        if not np.isfinite(jump_sigma) or jump_sigma <= 0:
+            raise ValueError(f"jump_sigma must be a finite noise level > 0, got {jump_sigma}.")
+    if jump_step is not None:
+        if isinstance(jump_step, bool) or not isinstance(jump_step, (int, np.integer)):
+            raise TypeError(f"jump_step must be an int (a solver step index), got {jump_step!r}.")
+        if jump_step < 0:
+            raise ValueError(f"jump_step must be >= 0, got {jump_step}.")
 
 
 def _check_choice(name: str, value, choices) -> None:

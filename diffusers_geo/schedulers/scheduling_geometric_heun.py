@@ -1,0 +1,119 @@
+"""GeometricHeunScheduler: Heun's method in denoiser form, its one-evaluation multistep variant and AMED's
+intermediate point (Chen et al., arXiv 2305.19947; Zhou et al., arXiv 2312.00094)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..solvers import euler_step
+from ..solvers.geometric import heun_step, intermediate_sigma, multistep_step, multistep_weight
+from .base import GeoScheduler, NoiseSource, scheduler_config
+
+
+class GeometricHeunScheduler(GeoScheduler):
+    """Second-order deterministic sampling read off the denoising trajectory (Chen et al., "A Geometric
+    Perspective on Diffusion Models", arXiv 2305.19947): the curvature of the sampling trajectory is
+    ``y'' = -D'/sigma``, so a second-order step is the Euler step (a convex combination of ``y`` and the
+    denoiser output ``D``) plus a finite difference of ``D``.
+
+    * Default (``multistep=False``): Heun's method (Karras et al. 2022, Alg. 1) in denoiser form, two model
+      calls per step, with diffusers' order-2 layout: ``timesteps = [t0, t1, t1, ..., t_{N-1}, t_{N-1}]``
+      (``2N - 1`` calls for N steps), so img2img slicing by ``order`` and the SDXL ``denoising_end`` /
+      ``denoising_start`` hand-off behave as with ``HeunDiscreteScheduler``, which it reproduces with the same
+      sigmas. The final step (to sigma = 0) is an Euler step: no model call at sigma = 0.
+    * ``intermediate_point=r``: the second call is at ``s = sigma_n^(1-r) sigma_{n+1}^r`` with the direction
+      ``(1/(2r)) d(y_s, s) + (1 - 1/(2r)) d(y_n, sigma_n)`` (AMED, Table 1): ``r = 1`` is Heun, ``r = 1/2``
+      the geometric midpoint (DPM-Solver-2's point, in sigma rather than exponential form).
+    * ``multistep=True``: one model call per step (``order = 1``). The predictor's evaluation is replaced by
+      the backward difference ``(D_n - D_{n-1}) / (sigma_n - sigma_{n-1})`` of the denoising trajectory,
+      integrated exactly for a denoiser linear in sigma (:func:`~diffusers_geo.solvers.geometric.multistep_step`).
+      The first step and the final step to sigma = 0 are Euler steps, and so is any step whose backward
+      difference weight ``multistep_weight`` (about relative step x step ratio / 2) reaches
+      ``max_multistep_weight`` (default 2). Repeated steps are stable while the weight stays below 1 (for
+      Gaussian data); smooth schedules give weights <= ~1/8, and larger ones only occur at an isolated long
+      step after a short one (e.g. the last step of "linspace" spacing), where one amplification by less
+      than 2 is harmless and the correction still pays off (see ``docs/bench_geometric_heun.md``).
+
+    Like every diffusers-geo scheduler it exposes the VP interface (``DDPMPipeline`` works, where diffusers'
+    Heun fails) and ODE-Jump (``jump_sigma`` / ``jump_step``).
+
+    Args:
+        multistep: one model call per step (second order through the denoising trajectory's history).
+        intermediate_point: r in (0, 1], the evaluation point of the two-call step (``multistep=False`` only).
+        max_multistep_weight: stability guard of the multistep variant (> 0); ``float("inf")`` disables it.
+        **base_config: every option of :class:`GeoScheduler`.
+    """
+
+    @scheduler_config
+    def __init__(
+        self,
+        multistep: bool = False,
+        intermediate_point: float = 1.0,
+        max_multistep_weight: float = 2.0,
+        **base_config,
+    ):
+        if not isinstance(multistep, bool):
+            raise TypeError(f"multistep must be True or False, got {multistep!r}.")
+        if isinstance(intermediate_point, bool) or not isinstance(intermediate_point, (int, float)):
+            raise TypeError(f"intermediate_point must be a number r in (0, 1], got {intermediate_point!r}.")
+        if not 0 < intermediate_point <= 1:
+            raise ValueError(
+                f"intermediate_point must lie in (0, 1] (r = 1: Heun, r = 0.5: geometric midpoint), "
+                f"got {intermediate_point}."
+            )
+        if multistep and intermediate_point != 1:
+            raise ValueError(
+                "intermediate_point applies to the two-call step; with multistep=True every step makes "
+                "one model call. Leave intermediate_point at 1."
+            )
+        if isinstance(max_multistep_weight, bool) or not isinstance(max_multistep_weight, (int, float)):
+            raise TypeError(f"max_multistep_weight must be a number > 0, got {max_multistep_weight!r}.")
+        if not max_multistep_weight > 0:
+            raise ValueError(f"max_multistep_weight must be > 0, got {max_multistep_weight!r}.")
+        super().__init__(**base_config)
+
+    @property
+    def order(self) -> int:
+        """2 (two model calls per step, diffusers' Heun layout) or 1 with ``multistep=True``."""
+        return 1 if self.config.multistep else 2
+
+    def call_sigmas(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """``[s0, m0, s1, m1, ..., s_{N-1}, s_N]`` with ``m_n`` the intermediate point (``m_n = s_{n+1}`` for
+        Heun); the last step makes one call. Unchanged with ``multistep=True``."""
+        if self.config.multistep or len(sigmas) < 3:
+            return sigmas
+        r = float(self.config.intermediate_point)
+        mids = [
+            intermediate_sigma(float(a), float(b), r) for a, b in zip(sigmas[:-2], sigmas[1:-1], strict=True)
+        ]
+        levels = torch.stack([sigmas[:-2], sigmas.new_tensor(mids)], dim=1).reshape(-1)
+        return torch.cat([levels, sigmas[-2:]])
+
+    def reset_state(self) -> None:
+        """Forget the stored first stage (Heun) or the previous denoiser output (multistep)."""
+        self._stored: tuple[int, float, torch.Tensor, torch.Tensor] | None = None  # (index, sigma, y, D)
+
+    def solver_step(
+        self, y: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float, noise: NoiseSource
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        index, stored = self._step_index, self._stored
+        self._stored = None
+        if self.config.multistep:
+            self._stored = (index, sigma, y, denoised)
+            if stored is None or stored[0] != index - 1 or sigma_next == 0:
+                return euler_step(y, denoised, sigma, sigma_next), denoised
+            _, sigma_prev, _, denoised_prev = stored
+            if multistep_weight(sigma_prev, sigma, sigma_next) >= self.config.max_multistep_weight:
+                return euler_step(y, denoised, sigma, sigma_next), denoised
+            return multistep_step(y, denoised, denoised_prev, sigma_prev, sigma, sigma_next), denoised
+
+        if index % 2 == 0:  # first stage: Euler predictor to the intermediate point (an Euler step if last)
+            self._stored = (index, sigma, y, denoised)
+            return euler_step(y, denoised, sigma, sigma_next), denoised
+        if stored is None or stored[0] != index - 1:
+            # a run that starts at a second stage (no first stage to combine with): finish the step by Euler
+            return euler_step(y, denoised, sigma, sigma_next), denoised
+        _, sigma_start, y_start, denoised_start = stored
+        r = float(self.config.intermediate_point)
+        y_next = heun_step(y_start, denoised_start, denoised, sigma_start, sigma_next, sigma, r)
+        return y_next, denoised

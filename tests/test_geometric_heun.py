@@ -1,0 +1,316 @@
+"""GeometricHeunScheduler: Heun in denoiser form, AMED's intermediate point and the one-call multistep variant,
+checked against diffusers' Heun, closed forms and measured convergence orders on the exact denoiser."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from diffusers import HeunDiscreteScheduler
+
+from diffusers_geo import (
+    GeometricHeunScheduler,
+    OptimalDenoiser,
+    SigmaDDIMScheduler,
+    solve_probability_flow_ode,
+)
+from diffusers_geo.solvers import euler_step, heun_step, intermediate_sigma, multistep_step
+from diffusers_geo.solvers.geometric import multistep_coefficient, multistep_weight
+from diffusers_geo.testing import tiny_ddpm_pipeline, tiny_image, tiny_sd_pipeline
+
+SD = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+def image_set_model(prediction_type: str = "epsilon") -> OptimalDenoiser:
+    torch.manual_seed(0)
+    images = torch.randn(6, 2, 4, 4) * 0.5 + 0.1
+    return OptimalDenoiser.from_images(images, prediction_type=prediction_type, **SD).double()
+
+
+def mixture_model() -> OptimalDenoiser:
+    """A 3-component Gaussian mixture in 8 dimensions: a smooth denoiser with curved trajectories."""
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(3, 2, 2, 2, generator=g, dtype=torch.float64)
+    return OptimalDenoiser.from_gaussian_mixture(means, torch.tensor([0.05, 0.2, 0.5]), **SD).double()
+
+
+def run_vp(scheduler, model, x: torch.Tensor) -> torch.Tensor:
+    """Pipeline-style loop (VP sample in, VP sample out)."""
+    for t in scheduler.timesteps:
+        x = scheduler.step(model(scheduler.scale_model_input(x, t), t).sample, t, x).prev_sample
+    return x
+
+
+# ------------------------------------------------------------------------------------------------
+# closed forms
+# ------------------------------------------------------------------------------------------------
+def test_euler_step_is_a_convex_combination_and_jumps_to_the_denoiser():
+    g = torch.Generator().manual_seed(1)
+    y, d = (
+        torch.randn(4, 5, generator=g, dtype=torch.float64),
+        torch.randn(4, 5, generator=g, dtype=torch.float64),
+    )
+    sigma, sigma_next = 3.0, 1.2
+    ratio = sigma_next / sigma
+    step = euler_step(y, d, sigma, sigma_next)
+    torch.testing.assert_close(step, ratio * y + (1 - ratio) * d, rtol=0, atol=1e-14)
+    torch.testing.assert_close(step, y + (sigma_next - sigma) * (y - d) / sigma, rtol=0, atol=1e-14)
+    # the new point lies on the segment [D, y]: same direction, distance shrunk by the ratio
+    torch.testing.assert_close((step - d).norm(dim=1), ratio * (y - d).norm(dim=1), rtol=1e-12, atol=0)
+    assert torch.equal(euler_step(y, d, sigma, 0.0), d)  # ODE-Jump: the step to 0 returns D
+
+
+@pytest.mark.parametrize("r", [1.0, 0.5, 0.3])
+def test_heun_step_in_denoiser_form_equals_the_direction_form(r):
+    """Two-stage step = ``y + h * ((1/(2r)) d(y_s, s) + (1 - 1/(2r)) d(y, sigma))`` (AMED Table 1; Heun at r=1)."""
+    g = torch.Generator().manual_seed(2)
+    y, d0, ds = (torch.randn(3, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    sigma, sigma_next = 2.5, 0.9
+    s = intermediate_sigma(sigma, sigma_next, r)
+    assert s == pytest.approx(sigma ** (1 - r) * sigma_next**r)
+    y_s = euler_step(y, d0, sigma, s)
+    direction = (1 / (2 * r)) * (y_s - ds) / s + (1 - 1 / (2 * r)) * (y - d0) / sigma
+    expected = y + (sigma_next - sigma) * direction
+    torch.testing.assert_close(heun_step(y, d0, ds, sigma, sigma_next, s, r), expected, rtol=0, atol=1e-12)
+
+
+def test_multistep_step_integrates_a_denoiser_linear_in_sigma_exactly():
+    """If D(y(sigma), sigma) = a + b * sigma along the trajectory, the PF-ODE solution is known in closed form:
+    y(s) = a - b * s * log(s) + C * s. The multistep step must reproduce it from two past outputs."""
+    a, b, c = (torch.tensor(v, dtype=torch.float64) for v in ([0.3, -1.0], [0.7, 0.2], [1.5, -0.4]))
+
+    def exact(s):
+        return a - b * s * math.log(s) + c * s
+
+    sigma_prev, sigma, sigma_next = 4.0, 2.0, 0.7
+    step = multistep_step(exact(sigma), a + b * sigma, a + b * sigma_prev, sigma_prev, sigma, sigma_next)
+    torch.testing.assert_close(step, exact(sigma_next), rtol=0, atol=1e-12)
+    # leading order: the Taylor term h^2/2 * y'' with y'' = -D'/sigma
+    for sigma_next in (1.9, 1.99):
+        h = sigma_next - sigma
+        assert multistep_coefficient(sigma, sigma_next) == pytest.approx(-(h**2) / (2 * sigma), rel=abs(h))
+    assert multistep_coefficient(2.0, 0.0) == -2.0
+
+
+def test_multistep_weight_is_small_on_smooth_grids_and_large_after_a_short_step():
+    for q in (0.2, 0.5, 0.8):
+        assert 0 < multistep_weight(10.0 / q, 10.0, 10.0 * q) <= 1 / 8 + 0.05
+    assert multistep_weight(10.0, 9.99, 1.0) > 100
+
+
+# ------------------------------------------------------------------------------------------------
+# diffusers layout and equivalence with HeunDiscreteScheduler
+# ------------------------------------------------------------------------------------------------
+def test_order_two_layout_and_multistep_layout():
+    heun = GeometricHeunScheduler(**SD, use_karras_sigmas=True)
+    heun.set_timesteps(5)
+    assert heun.order == 2 and len(heun.timesteps) == 2 * 5 - 1 and heun.num_inference_steps == 5
+    ref = HeunDiscreteScheduler(**SD, use_karras_sigmas=True)
+    ref.set_timesteps(5)
+    torch.testing.assert_close(heun.sigmas, ref.sigmas.double(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(heun.timesteps, ref.timesteps, rtol=0, atol=2e-3)
+
+    mid = GeometricHeunScheduler(**SD, intermediate_point=0.5)
+    mid.set_timesteps(4)
+    base = SigmaDDIMScheduler(**SD)
+    base.set_timesteps(4)
+    s = base.sigmas
+    expected = [
+        s[0],
+        (s[0] * s[1]).sqrt(),
+        s[1],
+        (s[1] * s[2]).sqrt(),
+        s[2],
+        (s[2] * s[3]).sqrt(),
+        s[3],
+        s[4],
+    ]
+    torch.testing.assert_close(mid.sigmas, torch.stack(expected), rtol=1e-12, atol=0)
+
+    multi = GeometricHeunScheduler(**SD, multistep=True)
+    multi.set_timesteps(6)
+    assert multi.order == 1 and len(multi.timesteps) == 6
+    base.set_timesteps(6)
+    assert torch.equal(multi.sigmas, base.sigmas)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("steps", [3, 8])
+def test_heun_reproduces_diffusers_heun_with_karras_sigmas(prediction_type, steps):
+    """Same sigmas, same start y = x0 + sigma * eps: diffusers' VE Heun and our VP Heun give the same result."""
+    model = image_set_model(prediction_type)
+    ref = HeunDiscreteScheduler(**SD, prediction_type=prediction_type, use_karras_sigmas=True)
+    ours = GeometricHeunScheduler.from_config(ref.config)
+    ref.set_timesteps(steps)
+    ours.set_timesteps(steps)
+    y0 = float(ours.sigmas[0]) * torch.randn(
+        3, 2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    expected = run_vp(ref, model, y0)  # VE sample: x = y
+    actual = run_vp(ours, model, y0 / math.sqrt(1 + float(ours.sigmas[0]) ** 2))  # VP sample
+    assert (actual - expected).abs().max() < 2e-6 * expected.abs().max()
+
+
+# ------------------------------------------------------------------------------------------------
+# convergence orders, measured against the exact PF-ODE solution
+# ------------------------------------------------------------------------------------------------
+def _error(cls, kwargs, steps, model, y0, reference, sigma_hi=10.0, sigma_lo=0.05) -> float:
+    sigmas = torch.exp(torch.linspace(math.log(sigma_hi), math.log(sigma_lo), steps + 1, dtype=torch.float64))
+    scheduler = cls(**SD, **kwargs)
+    scheduler.set_timesteps(sigmas=sigmas)
+    x = run_vp(scheduler, model, y0 / math.sqrt(1 + sigma_hi**2))
+    return float((x * math.sqrt(1 + sigma_lo**2) - reference).pow(2).mean().sqrt())
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, order",
+    [
+        (SigmaDDIMScheduler, {}, 1),
+        (GeometricHeunScheduler, {}, 2),
+        (GeometricHeunScheduler, dict(intermediate_point=0.5), 2),
+        (GeometricHeunScheduler, dict(multistep=True), 2),
+    ],
+    ids=["euler", "heun", "midpoint", "multistep"],
+)
+def test_measured_convergence_order(cls, kwargs, order):
+    """Global error vs step count on a geometric grid from sigma 10 to 0.05 (terminal > 0, so every step is
+    a regular step): the slope of log(error) against log(steps) is -order."""
+    model = mixture_model()
+    y0 = 10.0 * torch.randn(16, 2, 2, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    reference = solve_probability_flow_ode(model.denoise, y0, 10.0, 0.05, rtol=1e-11, atol=1e-11).sample
+    steps = [16, 32, 64, 128]
+    errors = [_error(cls, kwargs, n, model, y0, reference) for n in steps]
+    slope = np.polyfit(np.log(steps), np.log(errors), 1)[0]
+    assert slope == pytest.approx(-order, abs=0.25), (errors, slope)
+
+
+# ------------------------------------------------------------------------------------------------
+# run state: img2img entry at a first stage, second-stage entry, multistep guard
+# ------------------------------------------------------------------------------------------------
+def test_a_run_entered_at_a_second_stage_finishes_that_step_by_euler():
+    model = image_set_model()
+    s = GeometricHeunScheduler(**SD)
+    s.set_timesteps(4)
+    s.set_begin_index(3)  # a second stage (at sigma_2, ending at sigma_2): no stored first stage
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
+    t = s.timesteps[3]
+    out = model(x, t).sample
+    step = s.step(out, t, x)
+    sigma = float(s.sigmas[3])
+    assert float(s.sigmas[4]) == sigma
+    torch.testing.assert_close(step.prev_sample, x)  # Euler from sigma to sigma: unchanged
+    assert s.step_index == 4
+
+
+def test_multistep_guard_falls_back_to_euler_after_a_short_step():
+    model = image_set_model()
+    sigmas = [3.0, 2.99, 0.3, 0.0]  # weight of the backward difference at step 1: ~200
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64) / math.sqrt(
+        10
+    )
+    results = {}
+    for name, scheduler in {
+        "guarded": GeometricHeunScheduler(**SD, multistep=True),
+        "unguarded": GeometricHeunScheduler(**SD, multistep=True, max_multistep_weight=float("inf")),
+        "euler": SigmaDDIMScheduler(**SD),
+    }.items():
+        scheduler.set_timesteps(sigmas=sigmas)
+        xs = x
+        for t in scheduler.timesteps[:2]:
+            xs = scheduler.step(model(xs, t).sample, t, xs).prev_sample
+        results[name] = xs
+    torch.testing.assert_close(results["guarded"], results["euler"], rtol=0, atol=1e-12)
+    assert (results["unguarded"] - results["euler"]).abs().max() > 1e-3
+
+
+def test_set_timesteps_resets_the_stored_stage():
+    model = image_set_model()
+    for kwargs in (dict(), dict(multistep=True)):
+        s = GeometricHeunScheduler(**SD, **kwargs)
+        x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
+        s.set_timesteps(5)
+        first = run_vp(s, model, x)
+        s.set_timesteps(5)
+        assert torch.equal(first, run_vp(s, model, x))
+
+
+def test_config_roundtrip(tmp_path):
+    s = GeometricHeunScheduler(**SD, multistep=True, max_multistep_weight=0.5, use_karras_sigmas=True)
+    s.save_pretrained(tmp_path)
+    back = GeometricHeunScheduler.from_pretrained(tmp_path)
+    assert back.config.multistep and back.config.max_multistep_weight == 0.5 and back.order == 1
+    r = GeometricHeunScheduler.from_config(HeunDiscreteScheduler(**SD).config, intermediate_point=0.5)
+    assert r.config.intermediate_point == 0.5 and r.order == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# the variants in pipelines (the default Heun mode runs in the shared pipeline matrix)
+# ------------------------------------------------------------------------------------------------
+VARIANTS = [dict(intermediate_point=0.5), dict(multistep=True)]
+
+
+def _record_unet_timesteps(pipe) -> list[float]:
+    seen: list[float] = []
+    forward = pipe.unet.forward
+
+    def recording(sample, timestep, *args, **kwargs):
+        seen.append(float(torch.as_tensor(timestep).reshape(-1)[0]))
+        return forward(sample, timestep, *args, **kwargs)
+
+    pipe.unet.forward = recording
+    return seen
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS, ids=["midpoint", "multistep"])
+def test_variants_in_img2img_slice_by_order(kwargs):
+    """img2img keeps the last ``int(N * strength)`` steps, ``order`` timesteps each; the run must make exactly
+    those model calls and end at sigma = 0."""
+    pipe = tiny_sd_pipeline("img2img", seed=0)
+    pipe.scheduler = GeometricHeunScheduler.from_config(pipe.scheduler.config, **kwargs)
+    seen = _record_unet_timesteps(pipe)
+    steps, strength = 5, 0.6
+    latents = pipe(
+        "a cat",
+        image=tiny_image(0),
+        strength=strength,
+        num_inference_steps=steps,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+    ).images
+    order = pipe.scheduler.order
+    assert seen == pipe.scheduler.timesteps[(steps - int(steps * strength)) * order :].tolist()
+    assert len(seen) == (2 * int(steps * strength) - 1 if order == 2 else int(steps * strength))
+    assert pipe.scheduler.step_index == len(pipe.scheduler.timesteps) and torch.isfinite(latents).all()
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS, ids=["midpoint", "multistep"])
+def test_variants_in_ddpm_pipeline(kwargs):
+    pipe = tiny_ddpm_pipeline(seed=0)
+    pipe.scheduler = GeometricHeunScheduler.from_config(pipe.scheduler.config, **kwargs)
+    seen = _record_unet_timesteps(pipe)
+    image = pipe(num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert image.shape == (1, 8, 8, 3) and np.isfinite(image).all()
+    assert len(seen) == (7 if pipe.scheduler.order == 2 else 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(intermediate_point=0.0), ValueError, r"\(0, 1\]"),
+        (dict(intermediate_point=1.5), ValueError, r"\(0, 1\]"),
+        (dict(intermediate_point=-0.5), ValueError, r"\(0, 1\]"),
+        (dict(intermediate_point="half"), TypeError, "number"),
+        (dict(multistep=True, intermediate_point=0.5), ValueError, "one model call"),
+        (dict(multistep="yes"), TypeError, "True or False"),
+        (dict(max_multistep_weight=0.0), ValueError, "> 0"),
+        (dict(max_multistep_weight="1"), TypeError, "number"),
+    ],
+)
+def test_bad_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        GeometricHeunScheduler(**kwargs)

@@ -15,6 +15,17 @@ from .default_model import default_model_path, load_default_pipeline
 from .gits import GITSSchedule, gits_schedule
 from .interpolation import interpolate_latents, norm_preserving_lerp, shell_radius, slerp
 from .models import OptimalDenoiser, OptimalDenoiserOutput
+from .priors import (
+    PFGMPPPrior,
+    PriorMismatch,
+    TruncatedPrior,
+    TruncatedSchedule,
+    encode_images,
+    plot_prior_mismatch,
+    prior_mismatch,
+    truncated_schedule,
+    truncated_sigmas,
+)
 from .registry import SCHEDULERS, load_scheduler
 from .schedulers import (
     ERSDEScheduler,
@@ -41,6 +52,8 @@ __all__ = [
     "OdeJump",
     "OptimalDenoiser",
     "OptimalDenoiserOutput",
+    "PFGMPPPrior",
+    "PriorMismatch",
     "ProjectionDDIMScheduler",
     "ReferenceSolution",
     "SCHEDULERS",
@@ -48,16 +61,23 @@ __all__ = [
     "SigmaDDIMScheduler",
     "Trajectory",
     "TrajectoryRecorder",
+    "TruncatedPrior",
+    "TruncatedSchedule",
     "default_model_path",
+    "encode_images",
     "interpolate_latents",
     "load_default_pipeline",
     "gits_schedule",
     "load_scheduler",
     "norm_preserving_lerp",
+    "plot_prior_mismatch",
+    "prior_mismatch",
     "scheduler_config",
     "shell_radius",
     "slerp",
     "solve_probability_flow_ode",
+    "truncated_schedule",
+    "truncated_sigmas",
 ]
 
 for _cls in (GeoScheduler, GeoSchedulerOutput, OptimalDenoiser, OptimalDenoiserOutput, *SCHEDULERS.values()):

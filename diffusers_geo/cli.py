@@ -52,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
+    bench.add_argument(
+        "--prior",
+        default="none",
+        choices=["none", "gaussian", "gmm"],
+        help="start from a prior fitted to the data (issue 7) instead of N(0, I) noise",
+    )
+    bench.add_argument(
+        "--sigma-start", type=float, default=None, help="truncate every schedule to start at this sigma_T"
+    )
     bench.add_argument("--list", action="store_true", help="list sampler names and exit")
     bench.add_argument("--no-progress", action="store_true")
     from .generate import add_generate_parser
@@ -119,11 +128,18 @@ def run_bench(args: argparse.Namespace) -> int:
 
     model = digits_mixture(config, size=args.size)
     seeds = list(range(args.seeds))
+    from .bench.start import make_start
+
+    try:
+        start = make_start(model, args.prior, args.sigma_start)
+    except ValueError as err:
+        raise SystemExit(f"diffusers-geo bench: {err}") from err
     runs, summaries = run_quality(
-        model, config, names, args.nfe, seeds, args.samples, progress=not args.no_progress
+        model, config, names, args.nfe, seeds, args.samples, progress=not args.no_progress, start=start
     )
-    summaries += floors(model, config, seeds, args.samples)
+    summaries += floors(model, config, seeds, args.samples) + start.floors(model, seeds, args.samples)
     title = f"config={args.config} prediction={args.prediction} d={model.dim} samples={args.samples} seeds={args.seeds}"
+    title += "" if start.is_default else f" {start.label}"
     print(f"# diffusers-geo bench ({title})" + (f"\n\n`{command}`" if command else ""))
     for metric in ("rmse", "fd", "mode_error"):
         print("\n" + markdown_table(summaries, metric, args.nfe))

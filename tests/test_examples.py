@@ -21,6 +21,16 @@ def test_swap_scheduler_example(tmp_path):
     assert Image.open(out).size == (8, 8)
 
 
+def test_truncated_prior_example(tmp_path):
+    plot = tmp_path / "mismatch.png"
+    results = load("truncated_prior").main(
+        ["--steps", "3", "--samples", "200", "--plot", str(plot), "--pipeline"]
+    )
+    assert plot.stat().st_size > 0
+    # 3 steps from the fitted prior at sigma_T = 1 beat 3 steps from pure noise at sigma_max
+    assert results["truncated/3"] < results["noise/3"]
+
+
 @pytest.fixture(scope="module")
 def saved_pipelines(tmp_path_factory):
     """Tiny pipelines saved to local folders: the examples load them like real checkpoints (--model)."""

@@ -163,8 +163,10 @@ def run_quality(
     seeds: Sequence[int] = (0, 1, 2),
     num_samples: int = 256,
     progress: bool = True,
+    start=None,
 ) -> tuple[list[Run], list[Summary]]:
-    """Score every sampler at every NFE on every seed; returns the runs and their mean/std summaries."""
+    """Score every sampler at every NFE on every seed; returns the runs and their mean/std summaries.
+    ``start`` (a :class:`~diffusers_geo.bench.start.BenchStart`) replaces the ``N(0, I)`` start."""
     from tqdm.auto import tqdm
 
     references, scores = ReferenceCache(model), DistributionScorer(model)
@@ -183,6 +185,8 @@ def run_quality(
         else:
             gits.schedule(steps, gits_options).apply(scheduler)
         noise = common_noise(model, seed, num_samples)
+        if start is not None:
+            scheduler, noise = start.prepare(scheduler, steps, noise, seed, gits=gits_options is not None)
         generator = torch.Generator().manual_seed(10_000 + seed)
         x, calls, (model_input, t0) = sample(scheduler, model, noise, generator)
         if calls != len(scheduler.timesteps):

@@ -76,23 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_names(text: str) -> list[str]:
-    from .bench import all_names, builtin_names
-    from .bench.samplers import is_known
-    from .registry import SCHEDULERS
+    from .bench.samplers import resolve_names as resolve
 
-    names: list[str] = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        if part == "all":
-            names += sorted(SCHEDULERS) + builtin_names()
-        elif part == "ours":
-            names += sorted(SCHEDULERS)
-        elif part == "builtins":
-            names += builtin_names()
-        elif is_known(part):
-            names.append(part)
-        else:
-            raise SystemExit(f"diffusers-geo bench: unknown scheduler {part!r}; valid: {all_names()}")
-    return list(dict.fromkeys(names))
+    try:
+        return resolve(text)
+    except ValueError as err:
+        raise SystemExit(f"diffusers-geo bench: {err}") from err
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .bench.quality import sample as sample_loop
 from .bench.quality import steps_for_nfe
-from .bench.samplers import all_names, builtin_names, is_known, make_sampler
+from .bench.samplers import make_sampler, resolve_names
 from .default_model import default_model_path
 from .registry import SCHEDULERS
 
@@ -105,42 +105,17 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------------
 # samplers and pipelines
 # --------------------------------------------------------------------------------------------------
-def our_names() -> list[str]:
-    """One registry name per diffusers_geo scheduler class, in sorted order.
-
-    Read from :data:`diffusers_geo.SCHEDULERS` at call time, so schedulers registered later are included.
-    An alias (a second name of a class, e.g. ``gradient-estimation`` for ``projection-ddim``) is dropped in
-    favour of the name registered first.
-    """
-    first: dict[type, str] = {}
-    for name, cls in SCHEDULERS.items():
-        first.setdefault(cls, name)
-    return sorted(first.values())
-
-
 def resolve_schedulers(text: str) -> list[str]:
     """Expand ``--schedulers`` (groups ``ours``, ``main``, ``builtins``, ``all`` and single names)."""
-    groups = {
-        "ours": our_names,
-        "main": lambda: list(MAIN_BUILTINS),
-        "builtins": builtin_names,
-        "all": lambda: our_names() + builtin_names(),
-    }
-    names: list[str] = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
+    for part in text.split(","):
         if "+gits" in part:
-            raise ValueError(f"{part!r}: GITS schedules ('+gits') are searched by `diffusers-geo bench` only")
-        if part in groups:
-            names += groups[part]()
-        elif is_known(part):
-            names.append(part)
-        else:
             raise ValueError(
-                f"unknown scheduler {part!r}; use 'ours', 'main', 'builtins', 'all' or one of {all_names()}"
+                f"{part.strip()!r}: GITS schedules ('+gits') are searched by `diffusers-geo bench` only"
             )
+    names = resolve_names(text, {"main": lambda: list(MAIN_BUILTINS)})
     if not names:
         raise ValueError("--schedulers selects no scheduler")
-    return list(dict.fromkeys(names))
+    return names
 
 
 def resolve_device(device: str) -> torch.device:

@@ -22,6 +22,16 @@ SCHEDULERS: dict[str, type[GeoScheduler]] = {
 }
 
 
+def scheduler_names() -> list[str]:
+    """One name per scheduler class, sorted: an alias (a second name of a class, e.g. ``gradient-estimation``
+    for ``projection-ddim``) gives way to the name registered first. Read at call time, so schedulers
+    registered later are included."""
+    first: dict[type, str] = {}
+    for name, cls in SCHEDULERS.items():
+        first.setdefault(cls, name)
+    return sorted(first.values())
+
+
 def load_scheduler(
     name_or_class: str | type[GeoScheduler], config: Mapping[str, Any] | None = None, **overrides: Any
 ) -> GeoScheduler:

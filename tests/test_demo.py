@@ -12,7 +12,8 @@ from PIL import Image
 
 from diffusers_geo import SCHEDULERS, default_model_path, load_default_pipeline, load_scheduler
 from diffusers_geo.cli import main
-from diffusers_geo.demo import MAIN_BUILTINS, generate, our_names, resolve_schedulers
+from diffusers_geo.demo import MAIN_BUILTINS, generate, resolve_schedulers
+from diffusers_geo.registry import scheduler_names
 from diffusers_geo.testing import tiny_sd_pipeline
 
 
@@ -28,7 +29,7 @@ def test_demo_on_the_packaged_model_with_every_registered_scheduler(tmp_path):
     within its NFE budget; NFE counts model calls (Heun: 2N - 1 calls for N steps)."""
     report, grid = _run(tmp_path, "--schedulers", "ours,dpmpp-2m,heun", "--nfe", "3,5", "--num-images", "2")
     settings, runs = report["settings"], report["runs"]
-    rows = our_names() + ["dpmpp-2m", "heun"]
+    rows = scheduler_names() + ["dpmpp-2m", "heun"]
     assert settings["pipeline"] == "DDPMPipeline" and settings["seeds"] == [0, 1]
     assert settings["schedulers"] == rows and settings["nfe"] == [3, 5]
     assert settings["model"] == str(default_model_path()) and settings["dtype"] == "float32"
@@ -80,15 +81,15 @@ def test_generate_uses_the_same_noise_as_ddpm_pipeline():
 
 def test_scheduler_groups_follow_the_registry(monkeypatch):
     classes = set(SCHEDULERS.values())
-    assert len(our_names()) == len(classes) and {SCHEDULERS[n] for n in our_names()} == classes
-    assert resolve_schedulers("ours,main") == our_names() + list(MAIN_BUILTINS)
+    assert len(scheduler_names()) == len(classes) and {SCHEDULERS[n] for n in scheduler_names()} == classes
+    assert resolve_schedulers("ours,main") == scheduler_names() + list(MAIN_BUILTINS)
     assert resolve_schedulers("euler,euler,sigma-ddim:timestep_spacing=trailing") == [
         "euler",
         "sigma-ddim:timestep_spacing=trailing",
     ]
     # a scheduler registered later (another module, a plugin) shows up without touching the demo
     monkeypatch.setitem(SCHEDULERS, "zz-new", type("NewScheduler", (SCHEDULERS["sigma-ddim"],), {}))
-    assert our_names()[-1] == "zz-new"
+    assert scheduler_names()[-1] == "zz-new"
 
 
 @pytest.mark.parametrize(

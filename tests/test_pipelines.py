@@ -35,7 +35,8 @@ from diffusers import (
 )
 
 import diffusers_geo
-from diffusers_geo import SCHEDULERS, load_scheduler
+from diffusers_geo import load_scheduler
+from diffusers_geo.registry import scheduler_names
 from diffusers_geo.testing import (
     tiny_ddpm_pipeline,
     tiny_image,
@@ -71,7 +72,7 @@ def _control(cls: type[SchedulerMixin]) -> Case:
 
 
 # one case per class: a class registered under several names (an alias) runs under its first name
-OURS = [_ours(name) for name in sorted({cls: name for name, cls in reversed(SCHEDULERS.items())}.values())]
+OURS = [_ours(name) for name in scheduler_names()]
 # Controls, where the pipeline supports them: DDPMPipeline only handles VP schedulers (it never scales the
 # initial noise; Euler gives noise there and Heun's step takes no `generator`); DDIMScheduler's
 # set_timesteps takes neither `timesteps` nor `sigmas`, and only Euler-type schedulers take `sigmas`.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from diffusers import (
@@ -18,7 +19,7 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from ..registry import SCHEDULERS
+from ..registry import SCHEDULERS, scheduler_names
 
 # name -> (class, overrides, stochastic)
 BUILTINS: dict[str, tuple[type, dict[str, Any], bool]] = {
@@ -55,6 +56,24 @@ def builtin_names(karras: bool = True) -> list[str]:
 
 def all_names() -> list[str]:
     return sorted(SCHEDULERS) + builtin_names()
+
+
+def resolve_names(text: str, extra_groups: dict[str, Callable[[], list[str]]] | None = None) -> list[str]:
+    """Expand a comma-separated ``--schedulers`` value: the groups ``ours`` (one name per diffusers-geo
+    scheduler class), ``builtins`` and ``all``, any ``extra_groups``, and single names (with options).
+    Duplicates are dropped; an unknown name is a ValueError listing the valid ones."""
+    groups: dict[str, Callable[[], list[str]]] = {"ours": scheduler_names, **(extra_groups or {})}
+    groups.update(builtins=builtin_names, all=lambda: scheduler_names() + builtin_names())
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part in groups:
+            names += groups[part]()
+        elif is_known(part):
+            names.append(part)
+        else:
+            choices = ", ".join(repr(g) for g in groups)
+            raise ValueError(f"unknown scheduler {part!r}; use {choices} or one of {all_names()}")
+    return list(dict.fromkeys(names))
 
 
 def parse_name(name: str) -> tuple[str, dict[str, Any]]:

@@ -50,20 +50,16 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _load(model: str | None, scheduler: str, device: torch.device):
-    from diffusers import DiffusionPipeline
-
+    """The pipeline the demo loads (the packaged model, or ``model`` in float16 on CUDA) with ``scheduler``."""
     from .bench.samplers import make_sampler
-    from .default_model import default_model_path
+    from .demo import load_pipeline, resolve_dtype
 
-    path = default_model_path() if model is None else model
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=dtype).to(device)
+    pipe = load_pipeline(model, device, resolve_dtype("auto", device, packaged=model is None))
     pipe.scheduler = make_sampler(scheduler, dict(pipe.scheduler.config))[0]
-    pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def generate(pipe, seeds: list[int], steps: int, prompt: str | None, device: torch.device) -> list:
+def generate(pipe, seeds: list[int], steps: int, prompt: str | None) -> list:
     """One pipeline call for ``seeds`` (one generator per image); returns PIL images."""
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     kwargs: dict[str, Any] = {"num_inference_steps": steps, "generator": generators}
@@ -86,7 +82,7 @@ def run_generate(args: argparse.Namespace) -> int:
     with state.split_between_processes(list(enumerate(seeds))) as mine:
         for start in range(0, len(mine), args.batch_size):
             batch = mine[start : start + args.batch_size]
-            images = generate(pipe, [s for _, s in batch], args.steps, args.prompt, state.device)
+            images = generate(pipe, [s for _, s in batch], args.steps, args.prompt)
             for (index, _), image in zip(batch, images, strict=True):
                 image.save(args.out / f"{index:05d}.png")
     state.wait_for_everyone()

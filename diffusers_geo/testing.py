@@ -66,12 +66,17 @@ LATENT_SIZE = 8  # UNet sample_size; images are LATENT_SIZE * vae_scale_factor =
 # Two resolution levels of 8 and 16 channels: every tiny UNet and the VAE share this shape.
 TINY_BLOCKS: dict[str, Any] = {"block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 4}
 
+# The two noise schedules every test runs on: Stable Diffusion's scaled-linear betas and DDPM's linear ones.
+SD_BETAS: dict[str, Any] = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+)
+DDPM_BETAS: dict[str, Any] = dict(
+    num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear"
+)
+
 # Stable Diffusion 1.x scheduler config (what `runwayml/stable-diffusion-v1-5` ships, minus the class).
 SD_SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
+    **SD_BETAS,
     "clip_sample": False,
     "set_alpha_to_one": False,
     "steps_offset": 1,
@@ -136,9 +141,7 @@ def tiny_ddpm_pipeline(
             up_block_types=("AttnUpBlock2D", "UpBlock2D"),
         ),
     )
-    default = DDPMScheduler(
-        num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear"
-    )
+    default = DDPMScheduler(**DDPM_BETAS)
     return _install(DDPMPipeline(unet=unet, scheduler=default), scheduler)
 
 
@@ -319,10 +322,7 @@ def _sdxl_unet(cross_attention_dim: int, num_time_ids: int, seed: int) -> UNet2D
 def _sdxl_scheduler() -> EulerDiscreteScheduler:
     """SDXL 1.0's scheduler config (Euler, "leading" spacing, ``steps_offset=1``)."""
     return EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
+        **SD_BETAS,
         steps_offset=1,
         timestep_spacing="leading",
         prediction_type="epsilon",

@@ -22,9 +22,8 @@ from diffusers_geo.solvers.er_sde import (
     quadrature_nodes,
     step_coefficients,
 )
-
-SD = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-DDPM = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
+from diffusers_geo.testing import DDPM_BETAS as DDPM
+from diffusers_geo.testing import SD_BETAS as SD
 
 
 def mixture(shape=(1, 2, 2), seed=0, **config) -> OptimalDenoiser:

@@ -18,9 +18,8 @@ from diffusers_geo import (
 )
 from diffusers_geo.solvers import euler_step, heun_step, intermediate_sigma, multistep_step
 from diffusers_geo.solvers.geometric import multistep_coefficient, multistep_weight
+from diffusers_geo.testing import SD_BETAS as SD
 from diffusers_geo.testing import tiny_ddpm_pipeline, tiny_image, tiny_sd_pipeline
-
-SD = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
 def image_set_model(prediction_type: str = "epsilon") -> OptimalDenoiser:

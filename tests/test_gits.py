@@ -25,10 +25,8 @@ from diffusers_geo import (
     solve_probability_flow_ode,
 )
 from diffusers_geo.solvers.gits import afs_noise_scale, euler_jump_costs, gits_dynamic_program
+from diffusers_geo.testing import SD_BETAS as SD
 from diffusers_geo.testing import tiny_ddpm_pipeline, tiny_sd_pipeline
-
-SD = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-
 
 MEAN = 0.3 * torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 VARIANCES = torch.logspace(-3, 0, 16, dtype=torch.float64).reshape(1, 1, 4, 4)

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from diffusers_geo import SCHEDULERS, GeometricHeunScheduler, OdeJump, OptimalDenoiser, SigmaDDIMScheduler
+from diffusers_geo.testing import SD_BETAS as SD
 from diffusers_geo.testing import tiny_ddpm_pipeline
-
-SD = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
 def mixture_model() -> OptimalDenoiser:

@@ -10,8 +10,7 @@ import torch
 
 from diffusers_geo import OptimalDenoiser, SigmaDDIMScheduler, solve_probability_flow_ode
 from diffusers_geo.parameterization import to_denoised
-
-SD = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+from diffusers_geo.testing import SD_BETAS as SD
 
 
 def gaussian(mean=0.3, var=0.04, shape=(1, 2, 3, 3), diagonal=False, **config):

@@ -28,8 +28,8 @@ from diffusers_geo.priors import (
 )
 from diffusers_geo.schedules import karras_sigmas, spaced_timesteps
 from diffusers_geo.solvers.priors import FactorMixture, fit_factor_mixture, gaussian_kl, monte_carlo_kl
+from diffusers_geo.testing import SD_BETAS as SD
 
-SD = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 SHAPE = (1, 4, 4)  # d = 16
 
 

@@ -10,9 +10,9 @@ from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
 
 from diffusers_geo import OptimalDenoiser, load_scheduler
 from diffusers_geo.registry import scheduler_names
+from diffusers_geo.testing import SD_BETAS as SD
 from diffusers_geo.testing import tiny_image, tiny_sd_pipeline
 
-SD = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 NAMES = scheduler_names()  # one name per class
 PROMPT = "a photo of a cat"
 

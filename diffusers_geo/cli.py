@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .generate import add_generate_parser
 
     add_generate_parser(sub)
+    from .gits_cli import add_gits_parser
+
+    add_gits_parser(sub)
     from .demo import add_demo_parser
 
     add_demo_parser(sub)
@@ -146,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .generate import run_generate
 
         return run_generate(args)
+    if args.command == "gits":
+        from .gits_cli import run_gits
+
+        return run_gits(args)
     if args.command == "demo":
         from .demo import run_demo
 

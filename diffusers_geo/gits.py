@@ -6,6 +6,14 @@ ODE-based Diffusion Sampling", ICML 2024, arXiv 2405.11326), usable by any diffu
     schedule.apply(pipe.scheduler)  # any scheduler, e.g. DPM-Solver++ / UniPC (timesteps or sigmas)
     schedule.save("gits-6.json"); GITSSchedule.load("gits-6.json")
 
+    # next to the scheduler config (e.g. a pipeline's scheduler/ folder), on disk or on the Hub
+    schedule.save_pretrained("my-pipeline/scheduler", scheduler=pipe.scheduler)
+    schedule.push_to_hub("user/my-pipeline", scheduler=pipe.scheduler, subfolder="scheduler")
+    schedule = GITSSchedule.from_pretrained("user/my-pipeline", subfolder="scheduler")
+
+Several processes share the warm-up under 🤗 Accelerate (``gits_schedule(..., seed=0)``, or the command
+``accelerate launch -m diffusers_geo.cli gits ...``, see :mod:`diffusers_geo.gits_cli`).
+
 The search math (Euler-jump costs, dynamic program, analytic first step) is in
 :mod:`diffusers_geo.solvers.gits`.
 """
@@ -14,14 +22,18 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from diffusers.utils import logging
+from diffusers.utils import PushToHubMixin, logging
+from diffusers.utils import hub_utils as _hub_utils
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 
 from .parameterization import DiscreteVP
 from .schedulers.scheduling_geometric_heun import GeometricHeunScheduler
@@ -29,6 +41,9 @@ from .schedules import karras_sigmas
 from .solvers.gits import COST_METRICS, afs_noise_scale, euler_jump_costs, gits_dynamic_program
 
 GRIDS = ("timesteps", "karras")
+#: File name of a saved schedule (next to ``scheduler_config.json`` when saved with its scheduler).
+GITS_SCHEDULE_NAME = "gits_schedule.json"
+FORMAT = "diffusers_geo.GITSSchedule"
 logger = logging.get_logger(__name__)
 
 
@@ -53,6 +68,12 @@ class GITSSchedule:
         initial_noise_scale: see ``analytic_first_step`` (1 otherwise).
         model_calls: model evaluations the search spent (``teacher_steps * num_warmup``).
         cost: the minimal weighted cost of the dynamic program (per warm-up sample).
+        info: free-form JSON-able notes: ``num_processes`` and ``seed`` of the search; the ``gits`` command
+            adds ``model``, ``prompt`` and ``guidance_scale``.
+
+    Storage: :meth:`save` / :meth:`load` (one JSON file), :meth:`save_pretrained` / :meth:`from_pretrained`
+    (``gits_schedule.json`` in a folder, optionally next to the scheduler's ``scheduler_config.json``, local
+    or on the Hub) and :meth:`push_to_hub`.
     """
 
     sigmas: list[float]
@@ -74,7 +95,25 @@ class GITSSchedule:
         return len(self.sigmas) - 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": "diffusers_geo.GITSSchedule", "version": 1, **asdict(self)}
+        return {"format": FORMAT, "version": 1, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "the data") -> GITSSchedule:
+        """The schedule from :meth:`to_dict`'s output; ``ValueError`` naming ``source`` for anything else."""
+        data = dict(data) if isinstance(data, Mapping) else {}
+        if data.pop("format", None) != FORMAT:
+            raise ValueError(
+                f'{source} is not a GITS schedule saved by diffusers_geo (no "format": "{FORMAT}" entry).'
+            )
+        version = data.pop("version", None)
+        if version != 1:
+            raise ValueError(f"{source} has GITS schedule format version {version!r}; this release reads 1.")
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        unknown, missing = sorted(set(data) - names), sorted(required - set(data))
+        if unknown or missing:
+            raise ValueError(f"{source} is not a valid GITS schedule: unknown {unknown}, missing {missing}.")
+        return cls(**data)
 
     def save(self, path: str | Path) -> Path:
         """Write the schedule (and how it was searched) as JSON."""
@@ -84,12 +123,128 @@ class GITSSchedule:
 
     @classmethod
     def load(cls, path: str | Path) -> GITSSchedule:
-        """Read a schedule written by :meth:`save`."""
-        data = json.loads(Path(path).read_text())
-        if data.pop("format", None) != "diffusers_geo.GITSSchedule":
-            raise ValueError(f"{path} is not a GITS schedule saved by diffusers_geo.")
-        data.pop("version", None)
-        return cls(**data)
+        """Read a schedule written by :meth:`save` (or a ``gits_schedule.json`` of :meth:`save_pretrained`)."""
+        return cls.from_dict(_read_json(Path(path)), str(path))
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, scheduler=None, push_to_hub: bool = False, **kwargs: Any
+    ) -> Path:
+        """Write ``gits_schedule.json`` into ``save_directory`` (created if needed); returns the file.
+
+        With ``scheduler`` (e.g. ``pipe.scheduler``) its ``scheduler_config.json`` is written next to it, so
+        the folder is a scheduler folder that also holds its schedule: a pipeline's ``scheduler/``
+        subfolder still loads with ``DiffusionPipeline.from_pretrained`` (after ``import diffusers_geo`` for
+        a diffusers-geo scheduler), and :meth:`from_pretrained` reads the schedule back.
+
+        Args:
+            save_directory: the folder.
+            scheduler: a diffusers scheduler to save next to the schedule (optional).
+            push_to_hub: then upload the folder (as diffusers' ``save_pretrained`` does), with
+                ``repo_id`` (default: the folder's name), ``token``, ``private``, ``commit_message``,
+                ``create_pr`` and ``subfolder`` from ``kwargs``. :meth:`push_to_hub` does the same from a
+                temporary folder.
+        """
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_directory must be a folder, but {save_directory} is a file.")
+        hub = {k: kwargs.pop(k) for k in _PUSH_KWARGS if k in kwargs}
+        if kwargs:
+            raise TypeError(f"Unexpected arguments {sorted(kwargs)}; push_to_hub takes {list(_PUSH_KWARGS)}.")
+        if hub and not push_to_hub:
+            raise TypeError(f"{sorted(hub)} only apply with push_to_hub=True.")
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        if scheduler is not None:
+            if not hasattr(scheduler, "save_pretrained"):
+                raise TypeError(
+                    f"scheduler must be a diffusers scheduler (with save_pretrained), got {type(scheduler).__name__}."
+                )
+            scheduler.save_pretrained(folder)
+        path = self.save(folder / GITS_SCHEDULE_NAME)
+        if push_to_hub:
+            repo_id = hub.pop("repo_id", folder.resolve().name)
+            repo_id = _hub_utils.create_repo(
+                repo_id, exist_ok=True, private=hub.pop("private", None), token=hub.get("token")
+            ).repo_id
+            _ScheduleFolder(self, scheduler)._upload_folder(
+                folder, repo_id, commit_message=hub.pop("commit_message", None) or _commit(scheduler), **hub
+            )
+        return path
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        scheduler=None,
+        subfolder: str | None = None,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+    ) -> str:
+        """Upload ``gits_schedule.json`` (and, with ``scheduler``, its ``scheduler_config.json``) to the Hub in
+        one commit; returns the commit URL.
+
+        Uses diffusers' :class:`~diffusers.utils.PushToHubMixin`: the repository is created if needed, and a
+        model card is written when pushing to the repository root. Put the schedule into an existing
+        pipeline repository with ``subfolder="scheduler"`` and ``scheduler=pipe.scheduler``: the pipeline
+        then loads with that scheduler and ``GITSSchedule.from_pretrained(repo_id, subfolder="scheduler")``
+        returns the schedule.
+        """
+        return _ScheduleFolder(self, scheduler).push_to_hub(
+            repo_id,
+            commit_message=commit_message or _commit(scheduler),
+            private=private,
+            token=token,
+            create_pr=create_pr,
+            subfolder=subfolder,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        subfolder: str | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+    ) -> GITSSchedule:
+        """Read ``gits_schedule.json`` from a local folder (or its ``subfolder``) or a Hub repository.
+
+        ``pretrained_model_name_or_path`` may also be the JSON file itself. The other arguments are those of
+        :func:`huggingface_hub.hf_hub_download` (Hub only).
+        """
+        name = os.fspath(pretrained_model_name_or_path)
+        where = f"{name}" + (f" (subfolder {subfolder!r})" if subfolder else "")
+        hint = (
+            f"expected a file {GITS_SCHEDULE_NAME!r} in {where}; write one with "
+            "GITSSchedule.save_pretrained(folder, scheduler=pipe.scheduler) or "
+            "`diffusers-geo gits --out folder`."
+        )
+        if os.path.isfile(name) and not subfolder:
+            path = Path(name)
+        elif os.path.isdir(name):
+            path = Path(name, subfolder or "", GITS_SCHEDULE_NAME)
+            if not path.is_file():
+                raise FileNotFoundError(f"No GITS schedule: {hint}")
+        else:
+            try:
+                path = Path(
+                    hf_hub_download(
+                        name,
+                        GITS_SCHEDULE_NAME,
+                        subfolder=subfolder or None,
+                        cache_dir=cache_dir,
+                        revision=revision,
+                        token=token,
+                        local_files_only=local_files_only,
+                        force_download=force_download,
+                    )
+                )
+            except EntryNotFoundError as err:
+                raise FileNotFoundError(f"No GITS schedule on the Hub: {hint}") from err
+        return cls.from_dict(_read_json(path), str(path))
 
     def apply(self, scheduler, device: str | torch.device | None = None):
         """Set this schedule on ``scheduler`` (any diffusers or diffusers-geo scheduler); returns it.
@@ -125,6 +280,33 @@ class GITSSchedule:
         return scheduler
 
 
+_PUSH_KWARGS = ("repo_id", "token", "private", "commit_message", "create_pr", "subfolder")
+
+
+def _commit(scheduler) -> str:
+    return "Upload GITS schedule" + ("" if scheduler is None else f" with {type(scheduler).__name__}")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not a GITS schedule (not JSON: {err}).") from err
+
+
+class _ScheduleFolder(PushToHubMixin):
+    """What :meth:`GITSSchedule.push_to_hub` uploads: the schedule and, optionally, its scheduler's config,
+    saved into one folder (so diffusers' ``PushToHubMixin`` uploads both in one commit)."""
+
+    def __init__(self, schedule: GITSSchedule, scheduler=None):
+        self.schedule, self.scheduler = schedule, scheduler
+
+    def save_pretrained(
+        self, save_directory: str, **serialization: Any
+    ) -> None:  # safe_serialization, variant
+        self.schedule.save_pretrained(save_directory, scheduler=self.scheduler)
+
+
 def gits_schedule(
     model,
     num_inference_steps: int,
@@ -138,6 +320,7 @@ def gits_schedule(
     metric: str = "l2",
     analytic_first_step: bool = False,
     batch_size: int = 32,
+    seed: int | None = None,
     generator: torch.Generator | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     progress: bool = True,
@@ -160,6 +343,15 @@ def gits_schedule(
     guided UNet batch), run in batches of ``batch_size``. The Euler jumps (O(M^2 B d) arithmetic) and the
     dynamic program (O(N M^2)) are negligible. Compute it once, save it, reuse it for every sample and any
     solver.
+
+    **Several processes** (🤗 Accelerate, e.g. ``accelerate launch --multi_gpu --num_processes K script.py``,
+    or the ``diffusers-geo gits`` command): when a distributed :class:`accelerate.PartialState` is active,
+    the model calls (batches of ``batch_size`` warm-up samples) are split over the processes
+    (``split_between_processes``; use ``num_warmup >= batch_size x processes`` to keep all of them busy),
+    the per-process cost sums are added up over processes (float64 all-reduce) and every process runs the
+    same dynamic program, so all of them return the same schedule. Pass ``seed``: warm-up sample ``i`` is
+    drawn from its own generator seeded ``seed + i`` and the batches are the same for any number of
+    processes, so the schedule does not depend on it (the mean cost up to float64 rounding of the sums).
 
     Args:
         model: one of
@@ -185,8 +377,13 @@ def gits_schedule(
         analytic_first_step: AFS (AMED, arXiv 2312.00094): one free step from the largest sigma with the
             analytic direction; the schedule then starts lower, at ``sigmas[0]`` (see
             :class:`GITSSchedule`), with N model calls.
-        batch_size: warm-up samples per model call.
-        generator: for the warm-up noise.
+        batch_size: warm-up samples per model call (per process). With a list of ``prompt`` s, a call holds
+            one warm-up sample per prompt for each of ``batch_size // len(prompt)`` noise groups, and
+            ``num_warmup`` is rounded up to a multiple of the number of prompts.
+        seed: warm-up sample ``i`` gets its noise from ``torch.Generator().manual_seed(seed + i)`` (the
+            same for any number of processes or batch size); required with several processes.
+        generator: one generator for all the warm-up noise, drawn batch by batch (single process only; not
+            together with ``seed``). With neither, the global torch RNG is used.
         model_kwargs: extra keyword arguments for a UNet-like ``model`` (e.g. ``encoder_hidden_states``).
         progress: show a progress bar over the warm-up samples.
         **pipeline_kwargs: passed to every pipeline call (``prompt``, ``negative_prompt``,
@@ -207,6 +404,13 @@ def gits_schedule(
         raise ValueError(f"num_warmup and batch_size must be >= 1, got {num_warmup} and {batch_size}.")
     if teacher_steps < 2:
         raise ValueError(f"teacher_steps must be >= 2, got {teacher_steps}.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"seed must be an int or None, got {seed!r}.")
+    if seed is not None and generator is not None:
+        raise ValueError(
+            "Pass either seed= (warm-up sample i draws its noise from seed + i, the same on any number of "
+            "processes) or generator= (one noise stream, single process), not both."
+        )
     max_steps = teacher_steps - int(analytic_first_step)
     if not 1 <= num_inference_steps <= max_steps:
         raise ValueError(
@@ -217,6 +421,13 @@ def gits_schedule(
 
     from .bench.problems import SCHEDULE_KEYS  # the training-schedule config keys
 
+    state = _distributed_state()
+    if state is not None and seed is None:
+        raise ValueError(
+            f"GITS runs on {state.num_processes} processes: pass seed= (warm-up sample i then draws its noise "
+            "from seed + i, so every process count gives the same schedule)"
+            + ("; a generator= cannot be split between processes." if generator is not None else ".")
+        )
     runner = _teacher_runner(model, scheduler_config, sample_shape, model_kwargs or {}, pipeline_kwargs)
     keys = (*SCHEDULE_KEYS, "prediction_type")
     teacher = GeometricHeunScheduler.from_config(
@@ -232,16 +443,38 @@ def gits_schedule(
         f"GITS: {teacher_steps} teacher steps x {num_warmup} warm-up samples = {teacher_steps * num_warmup} "
         f"model calls (in batches of {batch_size})."
     )
+    # sample i = g * group + k: noise group g, prompt k (group = number of prompts, 1 for a model). The
+    # calls are formed before the split, so a sample meets the same batch neighbours (the same float
+    # rounding in the model) and the per-call sums add up in the same order on any number of processes.
+    group = runner.group
+    groups = list(range(-(-num_warmup // group)))
+    per_call = max(1, batch_size // group)
+    calls = [groups[start : start + per_call] for start in range(0, len(groups), per_call)]
+    mine = calls
+    if state is not None:
+        with state.split_between_processes(calls) as part:
+            mine = list(part)
+    main = state is None or state.is_main_process
     costs = torch.zeros(len(grid_sigmas), len(grid_sigmas), dtype=torch.float64)
-    with tqdm(total=num_warmup, desc="GITS warm-up", unit="sample", disable=not progress) as bar:
-        done = 0
-        while done < num_warmup:
-            size = runner.batch(min(batch_size, num_warmup - done))
-            noise = torch.randn(size, *runner.shape, generator=generator, dtype=torch.float32)
+    done = 0
+    total = sum(len(call) for call in mine) * group
+    with tqdm(total=total, desc="GITS warm-up", unit="sample", disable=not (progress and main)) as bar:
+        for call in mine:
+            samples = [g * group + k for g in call for k in range(group)]
+            if seed is None:
+                noise = torch.randn(len(samples), *runner.shape, generator=generator, dtype=torch.float32)
+            else:
+                noise = torch.stack([_seeded_noise(runner.shape, seed + i) for i in samples])
             states, denoised = runner.trajectories(teacher, noise)
             costs += euler_jump_costs(states, denoised, grid_sigmas, metric, analytic_first_step)
-            done += size
-            bar.update(size)
+            done += len(samples)
+            bar.update(len(samples))
+    if state is not None:  # add up the cost sums of all processes: every process gets the same matrix
+        from accelerate.utils import reduce
+
+        count = torch.tensor([float(done)], dtype=torch.float64)
+        totals = reduce({"costs": costs.to(state.device), "count": count.to(state.device)}, reduction="sum")
+        costs, done = totals["costs"].cpu(), int(totals["count"].item())
     costs /= done
 
     path, total = gits_dynamic_program(costs, num_inference_steps, coeff, analytic_first_step)
@@ -265,7 +498,29 @@ def gits_schedule(
         cost=total,
         analytic_first_step=analytic_first_step,
         initial_noise_scale=scale,
+        info={"num_processes": 1 if state is None else state.num_processes, "seed": seed},
     )
+
+
+def _seeded_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
+    """The warm-up noise of one sample: ``N(0, I)`` from its own CPU generator seeded ``seed``."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+
+
+def _distributed_state():
+    """The active :class:`accelerate.PartialState` when it spans several processes, else ``None``.
+
+    Only a state someone already started counts (``accelerate launch`` scripts create one with
+    ``PartialState()`` / ``Accelerator()``; ``torchrun`` scripts initialise ``torch.distributed``), so a
+    plain single-process call neither starts accelerate nor picks a device.
+    """
+    from accelerate import PartialState
+
+    started = bool(PartialState._shared_state)
+    if not started and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    state = PartialState()
+    return state if state.num_processes > 1 else None
 
 
 def _teacher_grid(parameterization: DiscreteVP, teacher_steps: int, grid: str) -> list[float]:
@@ -290,9 +545,7 @@ class _Runner:
 
     config: Mapping[str, Any]
     shape: tuple[int, ...]
-
-    def batch(self, size: int) -> int:
-        return size
+    group: int = 1  # samples per noise group (one per prompt of a pipeline)
 
     def trajectories(self, teacher, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         record: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -344,13 +597,13 @@ class _PipelineRunner(_Runner):
             )
         prompt = self.kwargs.get("prompt")
         embeds = self.kwargs.get("prompt_embeds")
-        self.prompts = len(prompt) if isinstance(prompt, list) else len(embeds) if embeds is not None else 1
-
-    def batch(self, size: int) -> int:
-        return max(self.prompts, size // self.prompts * self.prompts)
+        self.group = len(prompt) if isinstance(prompt, list) else len(embeds) if embeds is not None else 1
 
     def run(self, teacher, noise: torch.Tensor) -> torch.Tensor:
         pipe = self.pipe
+        # noise comes group by group (sample g * P + p: group g, prompt p); pipelines order their batch
+        # prompt by prompt (`num_images_per_prompt` copies of each), so each sample keeps its prompt
+        noise = noise.unflatten(0, (-1, self.group)).transpose(0, 1).flatten(0, 1)
         original, bar_config = pipe.scheduler, dict(getattr(pipe, "_progress_bar_config", {}))
         pipe.scheduler = teacher
         pipe.set_progress_bar_config(disable=True)
@@ -360,7 +613,7 @@ class _PipelineRunner(_Runner):
                 **self.kwargs,
                 sigmas=teacher.sigmas.tolist(),
                 latents=noise.to(pipe.device, unet_dtype),
-                num_images_per_prompt=len(noise) // self.prompts,
+                num_images_per_prompt=len(noise) // self.group,
                 output_type="latent",
             )
         finally:
@@ -420,4 +673,4 @@ def _latent_shape(pipe, kwargs: Mapping[str, Any]) -> tuple[int, int, int]:
     return (channels, int(height) // factor, int(width) // factor)
 
 
-__all__ = ["GITSSchedule", "gits_schedule"]
+__all__ = ["GITS_SCHEDULE_NAME", "GITSSchedule", "gits_schedule"]

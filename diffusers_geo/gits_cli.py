@@ -1,0 +1,108 @@
+"""``diffusers-geo gits``: search a GITS schedule for a pipeline, split over processes with 🤗 Accelerate.
+
+    diffusers-geo gits --model stable-diffusion-v1-5/stable-diffusion-v1-5 --steps 6 --prompt "a cat" \\
+        --num-warmup 256 --seed 0 --out gits-6
+    accelerate launch --multi_gpu --num_processes 4 -m diffusers_geo.cli gits --model ... --out gits-6
+
+Warm-up sample ``i`` draws its noise from seed ``seed + i`` and the per-process cost sums are added up over
+the processes (:func:`diffusers_geo.gits_schedule`), so any number of processes gives the same schedule
+(up to float64 rounding of the mean cost; ``info.num_processes`` records how many ran). Without a GPU the
+processes run on the CPU over gloo (use ``--multi_gpu`` there too). The main process writes ``--out`` as a
+scheduler folder: ``scheduler_config.json`` (the pipeline's scheduler, or ``--scheduler``) and
+``gits_schedule.json``; load it with ``GITSSchedule.from_pretrained(out)``, or copy both files into a
+pipeline's ``scheduler/`` folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["add_gits_parser", "run_gits"]
+
+
+def add_gits_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "gits",
+        help="search a GITS time schedule for a pipeline (multi-GPU / multi-machine with accelerate launch)",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("--model", default=None, help="hub id or local folder (default: the packaged model)")
+    parser.add_argument("--steps", type=int, required=True, help="N, the model calls of the schedule")
+    parser.add_argument("--num-warmup", type=int, default=256, help="warm-up samples (GITS: 256)")
+    parser.add_argument(
+        "--teacher-steps", type=int, default=60, help="model calls per teacher run (GITS: 60)"
+    )
+    parser.add_argument(
+        "--coeff", type=float, default=1.2, help="DP weight of later steps (1.15 pixel, 1.2 SD)"
+    )
+    parser.add_argument("--metric", default="l2", choices=["l2", "dev"])
+    parser.add_argument("--grid", default="timesteps", choices=["timesteps", "karras"])
+    parser.add_argument("--analytic-first-step", action="store_true", help="AFS: a free first step")
+    parser.add_argument("--prompt", default=None, help="for text-to-image pipelines")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="for text-to-image pipelines")
+    parser.add_argument("--seed", type=int, default=0, help="warm-up sample i uses seed + i")
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="warm-up samples per model call per process"
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="save this sampler's config (a name as in `bench --list`, e.g. dpmpp-2m) instead of the pipeline's",
+    )
+    parser.add_argument("--out", type=Path, default=Path("gits-out"), help="the scheduler folder to write")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def run_gits(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from .demo import load_pipeline, resolve_dtype
+    from .gits import gits_schedule
+
+    for name in ("steps", "num_warmup", "teacher_steps", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+    # without a GPU, processes started by `accelerate launch --multi_gpu` / torchrun talk over gloo on the CPU
+    state = PartialState(cpu=not torch.cuda.is_available())
+    pipe = load_pipeline(
+        args.model, state.device, resolve_dtype("auto", state.device, packaged=args.model is None)
+    )
+    scheduler = pipe.scheduler
+    if args.scheduler is not None:  # checked before the search
+        from .bench.samplers import make_sampler
+
+        scheduler = make_sampler(args.scheduler, dict(pipe.scheduler.config))[0]
+    call = {"prompt": args.prompt, "guidance_scale": args.guidance_scale}
+    schedule = gits_schedule(
+        pipe,
+        args.steps,
+        num_warmup=args.num_warmup,
+        teacher_steps=args.teacher_steps,
+        coeff=args.coeff,
+        metric=args.metric,
+        grid=args.grid,
+        analytic_first_step=args.analytic_first_step,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
+        **{k: v for k, v in call.items() if v is not None},
+    )
+    if state.is_main_process:
+        schedule.info.update(model=args.model, prompt=args.prompt, guidance_scale=args.guidance_scale)
+        schedule.save_pretrained(args.out, scheduler=scheduler)
+        try:
+            schedule.apply(type(scheduler).from_config(scheduler.config))
+        except TypeError as err:
+            print(f"note: {err} Pass --scheduler (e.g. euler, dpmpp-2m) to save one that takes it.")
+        print(
+            f"GITS schedule ({args.steps} steps, {schedule.model_calls} model calls on {state.num_processes} "
+            f"process(es)): sigmas {[round(s, 4) for s in schedule.sigmas]}, timesteps {schedule.timesteps}; "
+            f"wrote {args.out} ({type(scheduler).__name__} config + gits_schedule.json)"
+        )
+    state.wait_for_everyone()
+    return 0

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from diffusers import HeunDiscreteScheduler
+from diffusers import DPMSolverMultistepScheduler, HeunDiscreteScheduler
 
 from diffusers_geo import (
     GeometricHeunScheduler,
@@ -17,7 +17,12 @@ from diffusers_geo import (
     solve_probability_flow_ode,
 )
 from diffusers_geo.solvers import euler_step, heun_step, intermediate_sigma, multistep_step
-from diffusers_geo.solvers.geometric import multistep_coefficient, multistep_weight
+from diffusers_geo.solvers.geometric import (
+    extrapolated_denoiser,
+    heun_corrector,
+    multistep_weight,
+    transfer_correction,
+)
 from diffusers_geo.testing import SD_BETAS as SD
 from diffusers_geo.testing import tiny_ddpm_pipeline, tiny_image, tiny_sd_pipeline
 
@@ -75,28 +80,60 @@ def test_heun_step_in_denoiser_form_equals_the_direction_form(r):
     torch.testing.assert_close(heun_step(y, d0, ds, sigma, sigma_next, s, r), expected, rtol=0, atol=1e-12)
 
 
-def test_multistep_step_integrates_a_denoiser_linear_in_sigma_exactly():
-    """If D(y(sigma), sigma) = a + b * sigma along the trajectory, the PF-ODE solution is known in closed form:
-    y(s) = a - b * s * log(s) + C * s. The multistep step must reproduce it from two past outputs."""
-    a, b, c = (torch.tensor(v, dtype=torch.float64) for v in ([0.3, -1.0], [0.7, 0.2], [1.5, -0.4]))
-
-    def exact(s):
-        return a - b * s * math.log(s) + c * s
-
+def test_multistep_step_is_euler_with_the_denoiser_extrapolated_to_the_geometric_midpoint():
+    """A denoising trajectory linear in log sigma, D = a + b * log(sigma): the backward difference through
+    (sigma_prev, sigma) extrapolates it exactly, and the step uses its value at sqrt(sigma * sigma_next)."""
+    a, b, y = (torch.tensor(v, dtype=torch.float64) for v in ([0.3, -1.0], [0.7, 0.2], [1.5, -0.4]))
     sigma_prev, sigma, sigma_next = 4.0, 2.0, 0.7
-    step = multistep_step(exact(sigma), a + b * sigma, a + b * sigma_prev, sigma_prev, sigma, sigma_next)
-    torch.testing.assert_close(step, exact(sigma_next), rtol=0, atol=1e-12)
-    # leading order: the Taylor term h^2/2 * y'' with y'' = -D'/sigma
-    for sigma_next in (1.9, 1.99):
-        h = sigma_next - sigma
-        assert multistep_coefficient(sigma, sigma_next) == pytest.approx(-(h**2) / (2 * sigma), rel=abs(h))
-    assert multistep_coefficient(2.0, 0.0) == -2.0
+    d_prev, d = a + b * math.log(sigma_prev), a + b * math.log(sigma)
+    d_mid = extrapolated_denoiser(d, d_prev, sigma_prev, sigma, sigma_next)
+    torch.testing.assert_close(d_mid, a + b * math.log(math.sqrt(sigma * sigma_next)), rtol=0, atol=1e-14)
+    step = multistep_step(y, d, d_prev, sigma_prev, sigma, sigma_next)
+    torch.testing.assert_close(step, euler_step(y, d_mid, sigma, sigma_next), rtol=0, atol=1e-14)
 
 
 def test_multistep_weight_is_small_on_smooth_grids_and_large_after_a_short_step():
-    for q in (0.2, 0.5, 0.8):
-        assert 0 < multistep_weight(10.0 / q, 10.0, 10.0 * q) <= 1 / 8 + 0.05
+    for q in (0.2, 0.5, 0.8):  # constant ratio: (1 - q) / 2
+        assert multistep_weight(10.0 / q, 10.0, 10.0 * q) == pytest.approx((1 - q) / 2, rel=1e-12)
     assert multistep_weight(10.0, 9.99, 1.0) > 100
+    assert multistep_weight(4.0, 2.0, 0.0) == math.inf  # the step to sigma = 0 is never extrapolated
+
+
+def test_heun_corrector_is_the_trapezoidal_mean_and_second_order():
+    """The corrector is the Euler step with the mean of the two end-point denoiser outputs. Along an exact
+    trajectory whose denoiser is linear in log sigma (D = a + b log sigma: y(s) = s * (C + int D / s^2)), its
+    one-step error shrinks like h^3 (local error of a second-order method)."""
+    a, b, c = 0.3, 0.7, 1.5
+
+    def exact(s):  # y(s) = s * (c + int_s^inf (a + b log t) / t^2 dt) = c s + a + b (log s + 1)
+        return c * s + a + b * (math.log(s) + 1)
+
+    def denoiser(s):
+        return a + b * math.log(s)
+
+    errors = []
+    for h in (0.4, 0.2, 0.1):
+        sigma_prev, sigma = 2.0, 2.0 * math.exp(-h)
+        t = torch.tensor([exact(sigma_prev)], dtype=torch.float64)
+        dp, dn = (torch.tensor([denoiser(v)], dtype=torch.float64) for v in (sigma_prev, sigma))
+        corrected = heun_corrector(t, dp, dn, sigma_prev, sigma)
+        mean_step = euler_step(t, 0.5 * (dp + dn), sigma_prev, sigma)
+        torch.testing.assert_close(corrected, mean_step, rtol=0, atol=1e-15)
+        errors.append(abs(float(corrected) - exact(sigma)))
+    rates = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert all(r == pytest.approx(3.0, abs=0.3) for r in rates), (errors, rates)
+
+
+def test_transfer_correction_is_exact_for_gaussian_data():
+    """For data N(mu, sigma_data^2 I) the optimal denoiser is affine in y with Jacobian
+    sigma_data^2 / (sigma_data^2 + sigma^2): moving its output to y + delta is exact."""
+    sigma_data, mu = 0.5, torch.full((1, 2, 2, 2), 0.3, dtype=torch.float64)
+    model = OptimalDenoiser.from_gaussian_mixture(mu, torch.tensor([sigma_data**2]), **SD).double()
+    g = torch.Generator().manual_seed(5)
+    y, delta = (torch.randn(3, 2, 2, 2, generator=g, dtype=torch.float64) for _ in range(2))
+    for sigma in (0.05, 0.7, 12.0):
+        moved = transfer_correction(model.denoise(y, sigma), delta, sigma, sigma_data)
+        torch.testing.assert_close(moved, model.denoise(y + delta, sigma), rtol=0, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,6 +189,52 @@ def test_heun_reproduces_diffusers_heun_with_karras_sigmas(prediction_type, step
     assert (actual - expected).abs().max() < 2e-6 * expected.abs().max()
 
 
+def _run_sigma_space(scheduler, model, y0: torch.Tensor) -> torch.Tensor:
+    """Pipeline loop where the model sees the exact sigma of each step (diffusers' DPM-Solver rounds its Karras
+    timesteps to integers but steps with the unrounded sigmas): epsilon from the exact denoiser at sigma."""
+    sigmas = scheduler.sigmas
+    x = y0 / math.sqrt(1 + float(sigmas[0]) ** 2)
+    for i, t in enumerate(scheduler.timesteps):
+        sigma = float(sigmas[i])
+        y = x * math.sqrt(1 + sigma**2)
+        eps = (y - model.denoise(y, sigma)) / sigma
+        x = scheduler.step(eps, t, x).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("steps", [4, 9])
+def test_multistep_predictor_alone_is_dpm_solver_pp_2m(steps):
+    """``corrector=False``: the predictor is DPM-Solver++(2M) (Lu et al. 2022, Alg. 2; midpoint form, first-
+    order first and last step), on the same sigmas and the same model outputs."""
+    model = mixture_model()
+    ref = DPMSolverMultistepScheduler(**SD, use_karras_sigmas=True, solver_order=2, lower_order_final=True)
+    ref.set_timesteps(steps)
+    ours = GeometricHeunScheduler(**SD, multistep=True, corrector=False)
+    ours.set_timesteps(sigmas=ref.sigmas.double())
+    assert torch.equal(ours.sigmas, ref.sigmas.double())
+    y0 = float(ref.sigmas[0]) * torch.randn(8, 2, 2, 2, generator=torch.Generator().manual_seed(6)).double()
+    expected, actual = _run_sigma_space(ref, model, y0), _run_sigma_space(ours, model, y0)
+    assert (actual - expected).abs().max() < 1e-5 * expected.abs().max()
+    corrected = GeometricHeunScheduler(**SD, multistep=True)
+    corrected.set_timesteps(sigmas=ref.sigmas.double())
+    assert (_run_sigma_space(corrected, model, y0) - expected).abs().max() > 1e-3  # the corrector acts
+
+
+def test_the_corrector_lowers_the_error_at_few_steps():
+    """Same one call per step, 8 Karras steps: with Heun's corrector the error to the exact PF-ODE solution
+    is lower than the predictor's alone."""
+    model = mixture_model()
+    rmse = {}
+    for corrector in (False, True):
+        s = GeometricHeunScheduler(**SD, multistep=True, corrector=corrector, use_karras_sigmas=True)
+        s.set_timesteps(8)
+        start = float(s.sigmas[0])
+        y0 = start * torch.randn(32, 2, 2, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+        reference = solve_probability_flow_ode(model.denoise, y0, start, 0.0, rtol=1e-9, atol=1e-9).sample
+        rmse[corrector] = float((_run_sigma_space(s, model, y0) - reference).pow(2).mean().sqrt())
+    assert rmse[True] < 0.8 * rmse[False], rmse
+
+
 # ------------------------------------------------------------------------------------------------
 # convergence orders, measured against the exact PF-ODE solution
 # ------------------------------------------------------------------------------------------------
@@ -170,8 +253,9 @@ def _error(cls, kwargs, steps, model, y0, reference, sigma_hi=10.0, sigma_lo=0.0
         (GeometricHeunScheduler, {}, 2),
         (GeometricHeunScheduler, dict(intermediate_point=0.5), 2),
         (GeometricHeunScheduler, dict(multistep=True), 2),
+        (GeometricHeunScheduler, dict(multistep=True, corrector=False), 2),
     ],
-    ids=["euler", "heun", "midpoint", "multistep"],
+    ids=["euler", "heun", "midpoint", "multistep", "multistep-predictor"],
 )
 def test_measured_convergence_order(cls, kwargs, order):
     """Global error vs step count on a geometric grid from sigma 10 to 0.05 (terminal > 0, so every step is
@@ -211,8 +295,10 @@ def test_multistep_guard_falls_back_to_euler_after_a_short_step():
     )
     results = {}
     for name, scheduler in {
-        "guarded": GeometricHeunScheduler(**SD, multistep=True),
-        "unguarded": GeometricHeunScheduler(**SD, multistep=True, max_multistep_weight=float("inf")),
+        "guarded": GeometricHeunScheduler(**SD, multistep=True, corrector=False),
+        "unguarded": GeometricHeunScheduler(
+            **SD, multistep=True, corrector=False, max_multistep_weight=float("inf")
+        ),
         "euler": SigmaDDIMScheduler(**SD),
     }.items():
         scheduler.set_timesteps(sigmas=sigmas)
@@ -226,7 +312,7 @@ def test_multistep_guard_falls_back_to_euler_after_a_short_step():
 
 def test_set_timesteps_resets_the_stored_stage():
     model = image_set_model()
-    for kwargs in (dict(), dict(multistep=True)):
+    for kwargs in (dict(), dict(multistep=True), dict(multistep=True, corrector=False)):
         s = GeometricHeunScheduler(**SD, **kwargs)
         x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
         s.set_timesteps(5)
@@ -236,10 +322,18 @@ def test_set_timesteps_resets_the_stored_stage():
 
 
 def test_config_roundtrip(tmp_path):
-    s = GeometricHeunScheduler(**SD, multistep=True, max_multistep_weight=0.5, use_karras_sigmas=True)
+    s = GeometricHeunScheduler(
+        **SD,
+        multistep=True,
+        max_multistep_weight=0.5,
+        use_karras_sigmas=True,
+        corrector=False,
+        sigma_data=1.0,
+    )
     s.save_pretrained(tmp_path)
     back = GeometricHeunScheduler.from_pretrained(tmp_path)
     assert back.config.multistep and back.config.max_multistep_weight == 0.5 and back.order == 1
+    assert back.config.corrector is False and back.config.sigma_data == 1.0
     r = GeometricHeunScheduler.from_config(HeunDiscreteScheduler(**SD).config, intermediate_point=0.5)
     assert r.config.intermediate_point == 0.5 and r.order == 2
 
@@ -308,6 +402,10 @@ def test_variants_in_ddpm_pipeline(kwargs):
         (dict(multistep="yes"), TypeError, "True or False"),
         (dict(max_multistep_weight=0.0), ValueError, "> 0"),
         (dict(max_multistep_weight="1"), TypeError, "number"),
+        (dict(corrector=1), TypeError, "True or False"),
+        (dict(sigma_data=0.0), ValueError, "> 0"),
+        (dict(sigma_data=-1.0), ValueError, "> 0"),
+        (dict(sigma_data="0.5"), TypeError, "number"),
     ],
 )
 def test_bad_options(kwargs, error, match):

@@ -6,7 +6,14 @@ from __future__ import annotations
 import torch
 
 from ..solvers import euler_step
-from ..solvers.geometric import heun_step, intermediate_sigma, multistep_step, multistep_weight
+from ..solvers.geometric import (
+    heun_corrector,
+    heun_step,
+    intermediate_sigma,
+    multistep_step,
+    multistep_weight,
+    transfer_correction,
+)
 from .base import GeoScheduler, NoiseSource, scheduler_config
 
 
@@ -24,15 +31,24 @@ class GeometricHeunScheduler(GeoScheduler):
     * ``intermediate_point=r``: the second call is at ``s = sigma_n^(1-r) sigma_{n+1}^r`` with the direction
       ``(1/(2r)) d(y_s, s) + (1 - 1/(2r)) d(y_n, sigma_n)`` (AMED, Table 1): ``r = 1`` is Heun, ``r = 1/2``
       the geometric midpoint (DPM-Solver-2's point, in sigma rather than exponential form).
-    * ``multistep=True``: one model call per step (``order = 1``). The predictor's evaluation is replaced by
-      the backward difference ``(D_n - D_{n-1}) / (sigma_n - sigma_{n-1})`` of the denoising trajectory,
-      integrated exactly for a denoiser linear in sigma (:func:`~diffusers_geo.solvers.geometric.multistep_step`).
-      The first step and the final step to sigma = 0 are Euler steps, and so is any step whose backward
-      difference weight ``multistep_weight`` (about relative step x step ratio / 2) reaches
-      ``max_multistep_weight`` (default 2). Repeated steps are stable while the weight stays below 1 (for
-      Gaussian data); smooth schedules give weights <= ~1/8, and larger ones only occur at an isolated long
-      step after a short one (e.g. the last step of "linspace" spacing), where one amplification by less
-      than 2 is harmless and the correction still pays off (see ``docs/bench_geometric_heun.md``).
+    * ``multistep=True``: one model call per step (``order = 1``): Heun's method with its predictor
+      evaluation shared with the next step. Each step
+
+      1. *corrects* the previous step with Heun's trapezoidal corrector, using the model's output at the
+         predicted point (:func:`~diffusers_geo.solvers.geometric.heun_corrector`), and moves that output
+         to the corrected point to first order (``sigma_data``, :func:`~diffusers_geo.solvers.geometric.
+         transfer_correction`); ``corrector=False`` skips this;
+      2. *predicts* the next point with the Euler step taken with the denoising trajectory extrapolated by
+         its backward difference to the step's geometric midpoint
+         (:func:`~diffusers_geo.solvers.geometric.multistep_step`; without the corrector this is
+         DPM-Solver++(2M)).
+
+      The first step and the final step to sigma = 0 are Euler steps (the final one returns the corrected
+      denoiser output), and so is any step whose backward-difference weight ``multistep_weight`` reaches
+      ``max_multistep_weight`` (default 2; repeated steps are stable while the weight stays below 1 for
+      Gaussian data, smooth schedules give weights <= 1/2, larger ones only occur at an isolated long step
+      after a short one). This is the best mode on the exact-denoiser benchmark, with
+      ``use_karras_sigmas=True`` (see ``docs/bench_geometric_heun.md``).
 
     Like every diffusers-geo scheduler it exposes the VP interface (``DDPMPipeline`` works, where diffusers'
     Heun fails) and ODE-Jump (``jump_sigma`` / ``jump_step``).
@@ -41,6 +57,10 @@ class GeometricHeunScheduler(GeoScheduler):
         multistep: one model call per step (second order through the denoising trajectory's history).
         intermediate_point: r in (0, 1], the evaluation point of the two-call step (``multistep=False`` only).
         max_multistep_weight: stability guard of the multistep variant (> 0); ``float("inf")`` disables it.
+        corrector: Heun's corrector with the next step's evaluation (``multistep=True`` only).
+        sigma_data: the data's standard deviation per dimension (> 0) in the first-order move of the
+            denoiser output to the corrected point; EDM's 0.5 (images in [-1, 1]; results change little
+            between 0.5 and 1, which suits Stable Diffusion's scaled latents).
         **base_config: every option of :class:`GeoScheduler`.
     """
 
@@ -50,10 +70,19 @@ class GeometricHeunScheduler(GeoScheduler):
         multistep: bool = False,
         intermediate_point: float = 1.0,
         max_multistep_weight: float = 2.0,
+        corrector: bool = True,
+        sigma_data: float = 0.5,
         **base_config,
     ):
-        if not isinstance(multistep, bool):
-            raise TypeError(f"multistep must be True or False, got {multistep!r}.")
+        for name, value in (("multistep", multistep), ("corrector", corrector)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {value!r}.")
+        if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)):
+            raise TypeError(f"sigma_data must be a number > 0, got {sigma_data!r}.")
+        if not sigma_data > 0:
+            raise ValueError(
+                f"sigma_data must be a number > 0 (0.5 for images in [-1, 1]), got {sigma_data!r}."
+            )
         if isinstance(intermediate_point, bool) or not isinstance(intermediate_point, (int, float)):
             raise TypeError(f"intermediate_point must be a number r in (0, 1], got {intermediate_point!r}.")
         if not 0 < intermediate_point <= 1:
@@ -91,7 +120,8 @@ class GeometricHeunScheduler(GeoScheduler):
 
     def reset_state(self) -> None:
         """Forget the stored first stage (Heun) or the previous denoiser output (multistep)."""
-        self._stored: tuple[int, float, torch.Tensor, torch.Tensor] | None = None  # (index, sigma, y, D)
+        # Heun: (index, sigma, y, D); multistep: (index, sigma, y, D, predicted next y)
+        self._stored: tuple | None = None
 
     def solver_step(
         self, y: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float, noise: NoiseSource
@@ -99,14 +129,7 @@ class GeometricHeunScheduler(GeoScheduler):
         index, stored = self._step_index, self._stored
         self._stored = None
         if self.config.multistep:
-            self._stored = (index, sigma, y, denoised)
-            if stored is None or stored[0] != index - 1 or sigma_next == 0:
-                return euler_step(y, denoised, sigma, sigma_next), denoised
-            _, sigma_prev, _, denoised_prev = stored
-            if multistep_weight(sigma_prev, sigma, sigma_next) >= self.config.max_multistep_weight:
-                return euler_step(y, denoised, sigma, sigma_next), denoised
-            return multistep_step(y, denoised, denoised_prev, sigma_prev, sigma, sigma_next), denoised
-
+            return self._multistep(index, stored, y, denoised, sigma, sigma_next)
         if index % 2 == 0:  # first stage: Euler predictor to the intermediate point (an Euler step if last)
             self._stored = (index, sigma, y, denoised)
             return euler_step(y, denoised, sigma, sigma_next), denoised
@@ -116,4 +139,24 @@ class GeometricHeunScheduler(GeoScheduler):
         _, sigma_start, y_start, denoised_start = stored
         r = float(self.config.intermediate_point)
         y_next = heun_step(y_start, denoised_start, denoised, sigma_start, sigma_next, sigma, r)
+        return y_next, denoised
+
+    def _multistep(self, index: int, stored: tuple | None, y, denoised, sigma: float, sigma_next: float):
+        """One call of the multistep variant: correct the last step, then predict the next point."""
+        follows = stored is not None and stored[0] == index - 1
+        if follows and self.config.corrector:
+            _, sigma_prev, y_prev, denoised_prev, y_predicted = stored
+            correction = heun_corrector(y_prev, denoised_prev, denoised, sigma_prev, sigma) - y_predicted
+            # applied to the sample as given, so edits between steps (inpainting's blend) are kept
+            y = y + correction
+            denoised = transfer_correction(denoised, correction, sigma, float(self.config.sigma_data))
+        if (
+            not follows
+            or sigma_next == 0
+            or multistep_weight(stored[1], sigma, sigma_next) >= self.config.max_multistep_weight
+        ):
+            y_next = euler_step(y, denoised, sigma, sigma_next)
+        else:
+            y_next = multistep_step(y, denoised, stored[3], stored[1], sigma, sigma_next)
+        self._stored = (index, sigma, y, denoised, y_next)
         return y_next, denoised

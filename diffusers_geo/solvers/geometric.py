@@ -10,9 +10,13 @@ v2/v3 abstract). Every second-order step is therefore the Euler step (a convex c
 
 * :func:`heun_step`: a forward difference at an Euler-predicted point ``s`` (Heun, Karras et al. 2022,
   Alg. 1, for ``r = 1``; the generalised DPM-Solver-2 direction of AMED, Table 1, for ``r < 1``);
-* :func:`multistep_step`: the backward difference ``(D_n - D_{n-1}) / (sigma_n - sigma_{n-1})`` of the
-  denoising trajectory, one model evaluation per step (an Adams–Bashforth-2-like step), integrated exactly
-  for a denoiser linear in sigma.
+* :func:`multistep_step`: the backward difference of the denoising trajectory over the previous step,
+  extrapolated to the step's geometric midpoint; one model evaluation per step (an Adams–Bashforth-2-like
+  predictor, which coincides with DPM-Solver++(2M), Lu et al., arXiv 2211.01095, Alg. 2);
+* :func:`heun_corrector`: Heun's corrector (the trapezoidal mean of the denoiser at both ends of a step)
+  with the *next* step's evaluation, so the one-evaluation variant is Heun's method whose predictor
+  evaluation is shared with the next step (predict–evaluate–correct), and
+  :func:`transfer_correction`, which moves that evaluation to the corrected point.
 """
 
 from __future__ import annotations
@@ -55,31 +59,42 @@ def heun_step(
     return euler_step(y, denoised, sigma, sigma_next) - (h / (2 * r * sigma_mid)) * (denoised_mid - denoised)
 
 
-def multistep_coefficient(sigma: float, sigma_next: float) -> float:
-    """``c = sigma_next - sigma - sigma_next * log(sigma_next / sigma)`` (``= -sigma`` for ``sigma_next = 0``).
-
-    From ``d(y / sigma)/dsigma = -D / sigma^2`` (the PF-ODE), a denoising trajectory that is linear in sigma
-    over the step, ``D(tau) = D_n + (tau - sigma) D'``, integrates exactly to
-    ``y_next = euler_step(y, D_n, sigma, sigma_next) + c * D'``. To leading order ``c = -h^2 / (2 sigma)``
-    (``h = sigma_next - sigma``): the Taylor term ``h^2/2 * y''`` with ``y'' = -D'/sigma``.
-    """
-    if sigma_next == 0:
-        return -sigma
-    return sigma_next - sigma - sigma_next * math.log(sigma_next / sigma)
+def _log_steps(sigma_prev: float, sigma: float, sigma_next: float) -> tuple[float, float]:
+    """``h = log(sigma / sigma_next)`` and ``h_prev = log(sigma_prev / sigma)`` (steps in ``lambda = -log sigma``)."""
+    return math.log(sigma / sigma_next), math.log(sigma_prev / sigma)
 
 
 def multistep_weight(sigma_prev: float, sigma: float, sigma_next: float) -> float:
-    """Weight ``w = c / (sigma - sigma_prev) >= 0`` of the backward difference ``D_n - D_{n-1}`` in
-    :func:`multistep_step` (``c`` from :func:`multistep_coefficient`).
+    """Weight ``w = (1 - sigma_next / sigma) * h / (2 h_prev) >= 0`` of the backward difference
+    ``D_n - D_{n-1}`` in :func:`multistep_step` (steps ``h``, ``h_prev`` in log sigma).
 
-    About ``(|h| / sigma) * (h / h_prev) / 2``: the relative step times the ratio of consecutive steps. For a
-    locally linear denoiser ``D = a * y`` (``0 <= a <= 1``, e.g. Gaussian data) the step is the recurrence
-    ``y_{n+1} = b y_n + a w (y_n - y_{n-1})`` with ``0 <= b <= 1``, whose roots stay in the unit disc (Schur–Cohn)
-    exactly while ``a w < 1``; so ``w < 1`` is stable for every such denoiser. Smooth schedules give small
-    weights (a constant ratio ``q = sigma_next / sigma`` gives about ``q (1 - q) / 2 <= 1/8``); a step much
-    longer than the previous one gives large ones.
+    For a locally linear denoiser ``D = a * y`` (``0 <= a <= 1``, e.g. Gaussian data) the step is the
+    recurrence ``y_{n+1} = (q + (1 - q) a (1 + rho)) y_n - a w y_{n-1}`` (``q = sigma_next / sigma``,
+    ``rho = h / (2 h_prev)``), whose roots stay in the unit disc (Schur–Cohn) exactly while ``a w < 1``; so
+    ``w < 1`` is stable for every such denoiser. Smooth schedules give small weights (a constant ratio
+    ``q`` gives ``(1 - q) / 2 <= 1/2``); a step much longer than the previous one gives large ones.
     """
-    return multistep_coefficient(sigma, sigma_next) / (sigma - sigma_prev)
+    if sigma_next == 0:
+        return math.inf
+    h, h_prev = _log_steps(sigma_prev, sigma, sigma_next)
+    return (1.0 - sigma_next / sigma) * h / (2.0 * h_prev)
+
+
+def extrapolated_denoiser(
+    denoised: torch.Tensor,
+    denoised_prev: torch.Tensor,
+    sigma_prev: float,
+    sigma: float,
+    sigma_next: float,
+) -> torch.Tensor:
+    """The denoising trajectory extrapolated linearly in ``log sigma`` from its last two points to the
+    geometric midpoint ``sqrt(sigma * sigma_next)`` of the step (AMED's intermediate point r = 1/2):
+
+        D_mid = D_n + h / (2 h_prev) * (D_n - D_{n-1}),   h = log(sigma_n / sigma_{n+1}),
+                                                            h_prev = log(sigma_{n-1} / sigma_n).
+    """
+    h, h_prev = _log_steps(sigma_prev, sigma, sigma_next)
+    return denoised + (h / (2.0 * h_prev)) * (denoised - denoised_prev)
 
 
 def multistep_step(
@@ -90,13 +105,47 @@ def multistep_step(
     sigma: float,
     sigma_next: float,
 ) -> torch.Tensor:
-    """One-evaluation second-order step, the "geometric Heun" of paper A read as a multistep method:
+    """One-evaluation second-order step (the predictor of the "geometric Heun" read as a multistep method):
+    the Euler step -- a convex combination of ``y`` and a denoiser output -- taken with the denoiser
+    extrapolated to the middle of the step (:func:`extrapolated_denoiser`) instead of a new evaluation:
 
-        y_next = euler_step(y, D_n, sigma, sigma_next) + c * (D_n - D_{n-1}) / (sigma - sigma_prev),
+        y_next = sigma_next / sigma * y + (1 - sigma_next / sigma) * D_mid.
 
-    the Euler step plus the curvature term, with the velocity ``D'`` of the denoising trajectory taken as the
-    backward difference over the previous step (which reuses the previous model evaluation) and ``c`` the
-    exact integral of a denoiser linear in sigma (:func:`multistep_coefficient`, ``~ -h^2 / (2 sigma)``).
+    Second order: the Euler step is exact for a constant denoiser, and the midpoint value of a denoiser
+    linear in log sigma matches its weighted mean over the step up to ``O(h^2)``. This is DPM-Solver++(2M)
+    (Lu et al., arXiv 2211.01095, Alg. 2) in sigma coordinates; the tests check that they coincide.
     """
-    slope = (denoised - denoised_prev) / (sigma - sigma_prev)
-    return euler_step(y, denoised, sigma, sigma_next) + multistep_coefficient(sigma, sigma_next) * slope
+    return euler_step(
+        y, extrapolated_denoiser(denoised, denoised_prev, sigma_prev, sigma, sigma_next), sigma, sigma_next
+    )
+
+
+def heun_corrector(
+    y_prev: torch.Tensor,
+    denoised_prev: torch.Tensor,
+    denoised: torch.Tensor,
+    sigma_prev: float,
+    sigma: float,
+) -> torch.Tensor:
+    """Heun's corrector for the step ``sigma_prev -> sigma`` in denoiser form: the Euler step from ``y_prev``
+    with the trapezoidal mean ``(D_{n-1} + D_n) / 2`` of the denoiser at both ends,
+
+        y_n = sigma / sigma_prev * y_prev + (1 - sigma / sigma_prev) * (D_{n-1} + D_n) / 2,
+
+    where ``D_n`` is the model's output at the *predicted* ``y_n`` (the call the next step makes anyway):
+    a predict–evaluate–correct step that costs no extra evaluation (Heun's method with its predictor
+    evaluation shared with the next step; cf. Chen et al., arXiv 2305.19947, on second-order steps as
+    finite differences of the denoising trajectory).
+    """
+    return euler_step(y_prev, 0.5 * (denoised_prev + denoised), sigma_prev, sigma)
+
+
+def transfer_correction(
+    denoised: torch.Tensor, correction: torch.Tensor, sigma: float, sigma_data: float
+) -> torch.Tensor:
+    """The denoiser output at the corrected point ``y + correction`` from the one at the predicted point
+    ``y``, to first order: ``D + J * correction`` with the Jacobian ``J = sigma_data^2 / (sigma_data^2 +
+    sigma^2)`` of the optimal denoiser of data with per-dimension variance ``sigma_data^2`` (EDM's
+    ``c_skip``, Karras et al. 2022, Table 1). ``J -> 1`` as ``sigma -> 0`` (the correction passes through
+    unchanged), ``J -> 0`` for large sigma (the denoiser barely depends on ``y``)."""
+    return denoised + (sigma_data**2 / (sigma_data**2 + sigma**2)) * correction

@@ -38,7 +38,7 @@ from huggingface_hub.errors import EntryNotFoundError
 from .parameterization import DiscreteVP
 from .schedulers.scheduling_geometric_heun import GeometricHeunScheduler
 from .schedules import karras_sigmas
-from .solvers.gits import COST_METRICS, afs_noise_scale, euler_jump_costs, gits_dynamic_program
+from .solvers.gits import COST_METRICS, JUMPS, afs_noise_scale, gits_dynamic_program, jump_costs
 
 GRIDS = ("timesteps", "karras")
 #: File name of a saved schedule (next to ``scheduler_config.json`` when saved with its scheduler).
@@ -61,7 +61,7 @@ class GITSSchedule:
         sigmas, timesteps: the schedule.
         grid_indices: positions of the schedule points in the teacher grid.
         teacher_sigmas: the teacher grid (M + 1 values, ending in 0).
-        coeff, metric, grid, num_warmup: the search settings.
+        coeff, metric, jump, grid, num_warmup: the search settings.
         analytic_first_step: AFS: the run starts at ``sigmas[0]`` from ``initial_noise_scale * N(0, I)`` VP
             noise, which is where the analytic first step from the teacher's largest sigma lands (a free step:
             diffusers pipelines start from ``N(0, I)``, and ``initial_noise_scale`` is within about 1 % of 1).
@@ -88,6 +88,7 @@ class GITSSchedule:
     cost: float
     analytic_first_step: bool = False
     initial_noise_scale: float = 1.0
+    jump: str = "euler"
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -318,6 +319,7 @@ def gits_schedule(
     grid: str = "timesteps",
     coeff: float = 1.2,
     metric: str = "l2",
+    jump: str = "euler",
     analytic_first_step: bool = False,
     batch_size: int = 32,
     seed: int | None = None,
@@ -374,6 +376,10 @@ def gits_schedule(
             Stable Diffusion (1.15 for pixel models); on the exact-denoiser benchmark ``coeff=1.0`` gave
             lower error for every solver (``docs/bench_geometric_heun.md``): try both on your model.
         metric: ``"l2"`` or ``"dev"`` (see step 2).
+        jump: the one-step jump whose error the costs measure: ``"euler"`` (the paper's) or ``"heun"`` (the
+            trapezoidal step of a second-order solver, from the teacher's denoiser outputs at both ends; no
+            extra model call). On the exact-denoiser benchmark ``jump="heun", coeff=0.9`` gave the multistep
+            :class:`~diffusers_geo.GeometricHeunScheduler` its lowest error (``docs/bench_geometric_heun.md``).
         analytic_first_step: AFS (AMED, arXiv 2312.00094): one free step from the largest sigma with the
             analytic direction; the schedule then starts lower, at ``sigmas[0]`` (see
             :class:`GITSSchedule`), with N model calls.
@@ -398,6 +404,8 @@ def gits_schedule(
         raise ValueError(f"Unknown grid {grid!r}; choose one of {list(GRIDS)}.")
     if metric not in COST_METRICS:
         raise ValueError(f"Unknown metric {metric!r}; choose one of {list(COST_METRICS)}.")
+    if jump not in JUMPS:
+        raise ValueError(f"Unknown jump {jump!r}; choose one of {list(JUMPS)}.")
     if not coeff > 0:
         raise ValueError(f"coeff must be > 0, got {coeff}.")
     if num_warmup < 1 or batch_size < 1:
@@ -466,7 +474,7 @@ def gits_schedule(
             else:
                 noise = torch.stack([_seeded_noise(runner.shape, seed + i) for i in samples])
             states, denoised = runner.trajectories(teacher, noise)
-            costs += euler_jump_costs(states, denoised, grid_sigmas, metric, analytic_first_step)
+            costs += jump_costs(states, denoised, grid_sigmas, metric, analytic_first_step, jump)
             done += len(samples)
             bar.update(len(samples))
     if state is not None:  # add up the cost sums of all processes: every process gets the same matrix
@@ -492,6 +500,7 @@ def gits_schedule(
         teacher_sigmas=grid_sigmas.tolist(),
         coeff=float(coeff),
         metric=metric,
+        jump=jump,
         grid=grid,
         num_warmup=done,
         model_calls=done * teacher_steps,

@@ -40,6 +40,12 @@ def add_gits_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--coeff", type=float, default=1.2, help="DP weight of later steps (1.15 pixel, 1.2 SD)"
     )
     parser.add_argument("--metric", default="l2", choices=["l2", "dev"])
+    parser.add_argument(
+        "--jump",
+        default="euler",
+        choices=["euler", "heun"],
+        help="jump whose error the DP weighs (heun: 2nd order)",
+    )
     parser.add_argument("--grid", default="timesteps", choices=["timesteps", "karras"])
     parser.add_argument("--analytic-first-step", action="store_true", help="AFS: a free first step")
     parser.add_argument("--prompt", default=None, help="for text-to-image pipelines")
@@ -85,6 +91,7 @@ def run_gits(args: argparse.Namespace) -> int:
         teacher_steps=args.teacher_steps,
         coeff=args.coeff,
         metric=args.metric,
+        jump=args.jump,
         grid=args.grid,
         analytic_first_step=args.analytic_first_step,
         batch_size=args.batch_size,

@@ -7,6 +7,10 @@ point ``i`` to ``j`` in one Euler step (no extra model call: the teacher already
 
     C[i, j] = mean over samples of  || euler_step(y_i, D_i, sigma_i, sigma_j) - y_j ||_rms,
 
+(or, with ``jump="heun"``, of the trapezoidal jump ``euler_step(y_i, (D_i + D_j) / 2, sigma_i, sigma_j)``, the
+local error of a second-order solver such as the multistep GeometricHeunScheduler, still with no extra call:
+the teacher evaluated ``D`` at ``j`` too)
+
 and the dynamic program (paper eq. 9, with the geometric weight ``coeff`` on later steps)
 
     V[i, 1] = C[i, M],    V[i, k] = min_{i < l < M}  C[i, l] + coeff * V[l, k - 1],
@@ -24,16 +28,18 @@ import torch
 from .euler import euler_step
 
 COST_METRICS = ("l2", "dev")
+JUMPS = ("euler", "heun")
 
 
-def euler_jump_costs(
+def jump_costs(
     states: torch.Tensor,
     denoised: torch.Tensor,
     sigmas: torch.Tensor,
     metric: str = "l2",
     analytic_first_step: bool = False,
+    jump: str = "euler",
 ) -> torch.Tensor:
-    """Summed (over the batch) cost of every one-step Euler jump along teacher trajectories.
+    """Summed (over the batch) cost of every one-step jump along teacher trajectories.
 
     Args:
         states: ``(M + 1, B, ...)`` teacher samples ``y_j`` at the grid levels (the last one at ``sigmas[-1]``).
@@ -45,12 +51,18 @@ def euler_jump_costs(
         analytic_first_step: jumps from point 0 use the analytic direction ``y_0 / sqrt(1 + sigma_0^2)``
             instead of the model's (AFS; Zhou et al., AMED, arXiv 2312.00094, §3.3: at the largest noise
             level the direction is almost the noise itself, so the first step needs no model call).
+        jump: ``"euler"`` (GITS, eq. 8: the Euler step with ``D_i``) or ``"heun"`` (the Euler step with the
+            mean ``(D_i + D_j) / 2`` of the teacher's denoiser outputs at both ends: Heun's trapezoidal
+            corrector, the step of a second-order solver; a jump to the last level, where the teacher has no
+            ``D``, stays an Euler jump -- the solvers' final step to sigma = 0 returns ``D_i``).
 
     Returns:
         ``(M + 1, M + 1)`` float64 matrix, ``C[i, j]`` summed over the batch for ``i < j``, ``inf`` elsewhere.
     """
     if metric not in COST_METRICS:
         raise ValueError(f"Unknown metric {metric!r}; choose one of {list(COST_METRICS)}.")
+    if jump not in JUMPS:
+        raise ValueError(f"Unknown jump {jump!r}; choose one of {list(JUMPS)}.")
     m = len(sigmas) - 1
     flat = states.flatten(2)
     dim = flat.shape[-1]
@@ -69,7 +81,15 @@ def euler_jump_costs(
         source = denoised[i].flatten(1)
         if analytic_first_step and i == 0:
             source = flat[0] * (1 - sigma / math.sqrt(1 + sigma**2))  # D = y - sigma * y / sqrt(1 + sigma^2)
-        jumps = torch.stack([euler_step(flat[i], source, sigma, s) for s in sigmas[i + 1 :].tolist()])
+        targets = sigmas[i + 1 :].tolist()
+        if jump == "euler":
+            jumps = torch.stack([euler_step(flat[i], source, sigma, s) for s in targets])
+        else:
+            ends = denoised[i + 1 :].flatten(2)  # D_j for j < M
+            jumps = torch.stack(
+                [euler_step(flat[i], 0.5 * (source + ends[k]), sigma, s) for k, s in enumerate(targets[:-1])]
+                + [euler_step(flat[i], source, sigma, targets[-1])]
+            )
         if metric == "l2":
             cost = (jumps - flat[i + 1 :]).norm(dim=-1) / math.sqrt(dim)
         else:

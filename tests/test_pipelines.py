@@ -73,6 +73,14 @@ def _control(cls: type[SchedulerMixin]) -> Case:
 
 # one case per class: a class registered under several names (an alias) runs under its first name
 OURS = [_ours(name) for name in scheduler_names()]
+# non-default modes that change the step's state handling run the whole matrix too
+OURS.append(
+    Case(
+        "geometric-heun-multistep",
+        functools.partial(load_scheduler, "geometric-heun", multistep=True),
+        ours=True,
+    )
+)
 # Controls, where the pipeline supports them: DDPMPipeline only handles VP schedulers (it never scales the
 # initial noise; Euler gives noise there and Heun's step takes no `generator`); DDIMScheduler's
 # set_timesteps takes neither `timesteps` nor `sigmas`, and only Euler-type schedulers take `sigmas`.

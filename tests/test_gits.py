@@ -132,6 +132,14 @@ def searched():
     return model, schedule
 
 
+def _rmse(sampler, sigmas, model, x, exact) -> float:
+    """Run ``sampler`` on ``sigmas`` from the VP noise ``x``; RMSE to the exact solution."""
+    sampler.set_timesteps(sigmas=sigmas)
+    for t in sampler.timesteps:
+        x = sampler.step(model(x, t).sample, t, x).prev_sample
+    return float((x - exact).pow(2).mean().sqrt())
+
+
 def test_gits_takes_a_larger_first_step_and_beats_the_uniform_grid(searched):
     model, schedule = searched
     assert len(schedule.sigmas) == 5 and schedule.sigmas[-1] == 0 and len(schedule.timesteps) == 4
@@ -150,14 +158,10 @@ def test_gits_takes_a_larger_first_step_and_beats_the_uniform_grid(searched):
     # the closed form is the trajectory the teacher follows
     numeric = solve_probability_flow_ode(model.denoise, x[:4] * math.sqrt(1 + sigma_max**2), sigma_max).sample
     torch.testing.assert_close(numeric, exact[:4], rtol=0, atol=1e-5)
-    errors = {}
-    for name, sigmas in (("gits", schedule.sigmas), ("uniform", uniform.sigmas)):
-        sampler = SigmaDDIMScheduler(**SD)
-        sampler.set_timesteps(sigmas=sigmas)
-        xs = x
-        for t in sampler.timesteps:
-            xs = sampler.step(model(xs, t).sample, t, xs).prev_sample
-        errors[name] = float((xs - exact).pow(2).mean().sqrt())
+    errors = {
+        name: _rmse(SigmaDDIMScheduler(**SD), sigmas, model, x, exact)
+        for name, sigmas in (("gits", schedule.sigmas), ("uniform", uniform.sigmas))
+    }
     assert errors["gits"] < 0.8 * errors["uniform"], errors
 
 
@@ -174,14 +178,10 @@ def test_heun_jump_schedule_for_the_multistep_geometric_heun():
     uniform.set_timesteps(4)
     sigma_max = float(uniform.sigmas[0])
     exact = exact_trajectory(x * math.sqrt(1 + sigma_max**2), sigma_max, 0.0)
-    errors = {}
-    for name, sigmas in (("gits", schedule.sigmas), ("uniform", uniform.sigmas)):
-        sampler = GeometricHeunScheduler(**SD, multistep=True)
-        sampler.set_timesteps(sigmas=sigmas)
-        xs = x
-        for t in sampler.timesteps:
-            xs = sampler.step(model(xs, t).sample, t, xs).prev_sample
-        errors[name] = float((xs - exact).pow(2).mean().sqrt())
+    errors = {
+        name: _rmse(GeometricHeunScheduler(**SD, multistep=True), sigmas, model, x, exact)
+        for name, sigmas in (("gits", schedule.sigmas), ("uniform", uniform.sigmas))
+    }
     assert errors["gits"] < 0.8 * errors["uniform"], errors
 
 

@@ -220,6 +220,23 @@ def test_multistep_predictor_alone_is_dpm_solver_pp_2m(steps):
     assert (_run_sigma_space(corrected, model, y0) - expected).abs().max() > 1e-3  # the corrector acts
 
 
+def test_ode_jump_returns_the_corrected_output_of_the_multistep_run():
+    """A jump at the schedule's last level saves no call and changes nothing: it returns the corrected denoiser
+    output, as the final step does (not the raw model output at the predicted point)."""
+    model = mixture_model()
+    plain = GeometricHeunScheduler(**SD, multistep=True, use_karras_sigmas=True)
+    plain.set_timesteps(8)
+    jumped = GeometricHeunScheduler(
+        **SD, multistep=True, use_karras_sigmas=True, jump_sigma=float(plain.sigmas[-2])
+    )
+    jumped.set_timesteps(8)
+    assert jumped.ode_jump.nfe_saved == 0
+    y0 = float(plain.sigmas[0]) * torch.randn(8, 2, 2, 2, generator=torch.Generator().manual_seed(8)).double()
+    torch.testing.assert_close(
+        _run_sigma_space(jumped, model, y0), _run_sigma_space(plain, model, y0), rtol=0, atol=1e-12
+    )
+
+
 def test_the_corrector_lowers_the_error_at_few_steps():
     """Same one call per step, 8 Karras steps: with Heun's corrector the error to the exact PF-ODE solution
     is lower than the predictor's alone."""

@@ -220,6 +220,12 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
     def reset_state(self) -> None:
         """Clear per-run solver state (history, stored derivatives). Called by ``set_timesteps``."""
 
+    def jump_output(self, y: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
+        """What ODE-Jump returns at its last call: the denoiser output ``denoised = D(y, sigma)``. A solver
+        that corrects ``y`` at every call with its stored state (the multistep GeometricHeun) returns the
+        output at its corrected point, as its own final step would."""
+        return denoised
+
     def call_sigmas(self, sigmas: torch.Tensor) -> torch.Tensor:
         """Noise levels of the model calls, plus the terminal one, for the N + 1 step ``sigmas``.
 
@@ -461,7 +467,8 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             return randn_tensor(y.shape, generator=generator, device=y.device, dtype=dtype)
 
         if self.ode_jump is not None and index == len(self.timesteps) - 1:
-            y_next = pred_original = denoised  # ODE-Jump: the Euler step to sigma = 0 returns D exactly
+            # ODE-Jump: the Euler step to sigma = 0 returns D exactly
+            y_next = pred_original = self.jump_output(y, denoised, sigma)
         else:
             y_next, pred_original = self.solver_step(y, denoised, sigma, sigma_next, noise)
         prev_sample = y_next.mul(self.parameterization.alpha(sigma_next)).to(sample.dtype)

@@ -141,15 +141,26 @@ class GeometricHeunScheduler(GeoScheduler):
         y_next = heun_step(y_start, denoised_start, denoised, sigma_start, sigma_next, sigma, r)
         return y_next, denoised
 
+    def _corrected(self, index: int, stored: tuple | None, y, denoised, sigma: float):
+        """``(y, D)`` after Heun's corrector of the previous multistep step (unchanged without one)."""
+        if stored is None or stored[0] != index - 1 or not self.config.corrector:
+            return y, denoised
+        _, sigma_prev, y_prev, denoised_prev, y_predicted = stored
+        correction = heun_corrector(y_prev, denoised_prev, denoised, sigma_prev, sigma) - y_predicted
+        # applied to the sample as given, so edits between steps (inpainting's blend) are kept
+        denoised = transfer_correction(denoised, correction, sigma, float(self.config.sigma_data))
+        return y + correction, denoised
+
+    def jump_output(self, y: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
+        """ODE-Jump with ``multistep=True`` returns the corrected denoiser output, like the final step."""
+        if not self.config.multistep:
+            return denoised
+        return self._corrected(self._step_index, self._stored, y, denoised, sigma)[1]
+
     def _multistep(self, index: int, stored: tuple | None, y, denoised, sigma: float, sigma_next: float):
         """One call of the multistep variant: correct the last step, then predict the next point."""
         follows = stored is not None and stored[0] == index - 1
-        if follows and self.config.corrector:
-            _, sigma_prev, y_prev, denoised_prev, y_predicted = stored
-            correction = heun_corrector(y_prev, denoised_prev, denoised, sigma_prev, sigma) - y_predicted
-            # applied to the sample as given, so edits between steps (inpainting's blend) are kept
-            y = y + correction
-            denoised = transfer_correction(denoised, correction, sigma, float(self.config.sigma_data))
+        y, denoised = self._corrected(index, stored, y, denoised, sigma)
         if (
             not follows
             or sigma_next == 0

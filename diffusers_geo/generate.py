@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["add_generate_parser", "generate", "image_seeds", "run_generate"]
+__all__ = ["add_generate_parser", "check_counts", "generate", "image_seeds", "run_generate", "start_and_load"]
 
 
 def image_seeds(num_images: int, seed: int) -> list[int]:
@@ -43,20 +43,24 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _check(args: argparse.Namespace) -> None:
-    for name in ("steps", "num_images", "batch_size"):
+def check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """ValueError unless every option in ``names`` (argparse dest names) is at least 1."""
+    for name in names:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
 
 
-def _load(model: str | None, scheduler: str, device: torch.device):
-    """The pipeline the demo loads (the packaged model, or ``model`` in float16 on CUDA) with ``scheduler``."""
-    from .bench.samplers import make_sampler
+def start_and_load(model: str | None):
+    """This process's :class:`accelerate.PartialState` and the pipeline the demo loads (the packaged model,
+    or ``model`` in float16 on CUDA) on its device. Without a GPU, processes started by ``accelerate launch
+    --multi_gpu`` / torchrun talk over gloo on the CPU."""
+    from accelerate import PartialState
+
     from .demo import load_pipeline, resolve_dtype
 
-    pipe = load_pipeline(model, device, resolve_dtype("auto", device, packaged=model is None))
-    pipe.scheduler = make_sampler(scheduler, dict(pipe.scheduler.config))[0]
-    return pipe
+    state = PartialState(cpu=not torch.cuda.is_available())
+    pipe = load_pipeline(model, state.device, resolve_dtype("auto", state.device, packaged=model is None))
+    return state, pipe
 
 
 def generate(pipe, seeds: list[int], steps: int, prompt: str | None) -> list:
@@ -71,12 +75,11 @@ def generate(pipe, seeds: list[int], steps: int, prompt: str | None) -> list:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
+    from .bench.samplers import make_sampler
 
-    _check(args)
-    # without a GPU, processes started by `accelerate launch --multi_gpu` / torchrun talk over gloo on the CPU
-    state = PartialState(cpu=not torch.cuda.is_available())
-    pipe = _load(args.model, args.scheduler, state.device)
+    check_counts(args, ("steps", "num_images", "batch_size"))
+    state, pipe = start_and_load(args.model)
+    pipe.scheduler = make_sampler(args.scheduler, dict(pipe.scheduler.config))[0]
     seeds = image_seeds(args.num_images, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     with state.split_between_processes(list(enumerate(seeds))) as mine:

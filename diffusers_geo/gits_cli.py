@@ -19,8 +19,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
 __all__ = ["add_gits_parser", "run_gits"]
 
 
@@ -65,19 +63,11 @@ def add_gits_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_gits(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
-    from .demo import load_pipeline, resolve_dtype
+    from .generate import check_counts, start_and_load
     from .gits import gits_schedule
 
-    for name in ("steps", "num_warmup", "teacher_steps", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
-    # without a GPU, processes started by `accelerate launch --multi_gpu` / torchrun talk over gloo on the CPU
-    state = PartialState(cpu=not torch.cuda.is_available())
-    pipe = load_pipeline(
-        args.model, state.device, resolve_dtype("auto", state.device, packaged=args.model is None)
-    )
+    check_counts(args, ("steps", "num_warmup", "teacher_steps", "batch_size"))
+    state, pipe = start_and_load(args.model)
     scheduler = pipe.scheduler
     if args.scheduler is not None:  # checked before the search
         from .bench.samplers import make_sampler

@@ -19,7 +19,10 @@ class or a callable ``config -> scheduler`` (called with the pipeline's default 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -402,3 +405,17 @@ def tiny_mask(size: int = 2 * LATENT_SIZE) -> Image.Image:
     mask = np.zeros((size, size), dtype=np.uint8)
     mask[:, size // 2 :] = 255
     return Image.fromarray(mask)
+
+
+def accelerate_launch(
+    cli_args: Sequence[str], num_processes: int = 2, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run ``diffusers-geo <cli_args>`` under ``accelerate launch --multi_gpu --num_processes N`` (offline,
+    one thread per process) and return the finished process (text stdout/stderr). On a CPU-only machine
+    ``--multi_gpu`` spawns the processes (torch.distributed.run) and they talk over gloo; accelerate's
+    ``--cpu`` would start a single process unless MPI is configured."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command += ["--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", "-m", "diffusers_geo.cli", *cli_args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)

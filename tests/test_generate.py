@@ -4,9 +4,6 @@ the same images as 1."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +11,7 @@ from PIL import Image
 
 from diffusers_geo.cli import main
 from diffusers_geo.generate import image_seeds
+from diffusers_geo.testing import accelerate_launch
 
 ARGS = ["--scheduler", "er-sde", "--steps", "3", "--num-images", "5", "--batch-size", "2", "--seed", "7"]
 
@@ -32,12 +30,7 @@ def test_two_processes_write_the_same_images_as_one(tmp_path):
     settings = json.loads((one / "generate.json").read_text())
     assert settings["num_processes"] == 1 and settings["seeds"] == [7, 8, 9, 10, 11]
     assert settings["scheduler_class"] == "ERSDEScheduler"
-    # on a CPU-only machine `--multi_gpu` spawns the processes (torch.distributed.run) and they use gloo
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command += ["-m", "diffusers_geo.cli", "generate", *ARGS, "--out", str(two)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = accelerate_launch(["generate", *ARGS, "--out", str(two)])
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((two / "generate.json").read_text())["num_processes"] == 2
     first, second = _images(one), _images(two)

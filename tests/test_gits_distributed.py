@@ -5,9 +5,6 @@ of how prompts and noises are grouped into pipeline calls, and of the number of 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +15,7 @@ import diffusers_geo.gits
 from diffusers_geo import GITSSchedule, OptimalDenoiser, gits_schedule
 from diffusers_geo.cli import main
 from diffusers_geo.gits import GITS_SCHEDULE_NAME
-from diffusers_geo.testing import SD_BETAS, tiny_sd_pipeline
+from diffusers_geo.testing import SD_BETAS, accelerate_launch, tiny_sd_pipeline
 
 ARGS = ["--steps", "3", "--teacher-steps", "8", "--num-warmup", "6", "--batch-size", "2", "--seed", "3"]
 ARGS += ["--scheduler", "euler", "--no-progress"]
@@ -96,11 +93,7 @@ def test_seed_and_generator_and_processes(monkeypatch):
 def test_two_processes_search_the_same_schedule_as_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["gits", *ARGS, "--out", str(one)]) == 0
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command += ["-m", "diffusers_geo.cli", "gits", *ARGS, "--out", str(two)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = accelerate_launch(["gits", *ARGS, "--out", str(two)])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "on 2 process(es)" in done.stdout
 

@@ -35,8 +35,11 @@ def test_two_processes_write_the_same_images_as_one(tmp_path):
     assert json.loads((two / "generate.json").read_text())["num_processes"] == 2
     first, second = _images(one), _images(two)
     assert sorted(first) == [f"{i:05d}.png" for i in range(5)] and sorted(second) == sorted(first)
+    # the same seeds give the same images; 8-bit pixels may differ by one level where a float32 value sits at
+    # a rounding boundary, since two processes may run the UNet with other thread counts (outputs move ~1e-6)
     for name in first:
-        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+        diff = np.abs(first[name].astype(int) - second[name].astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, name
     assert len({a.tobytes() for a in first.values()}) == 5  # different seeds, different images
 
 

@@ -100,7 +100,8 @@ def test_two_processes_search_the_same_schedule_as_one(tmp_path):
     first, second = (json.loads((d / GITS_SCHEDULE_NAME).read_text()) for d in (one, two))
     assert first["info"].pop("num_processes") == 1 and second["info"].pop("num_processes") == 2
     assert first["info"] == {"seed": 3, "model": None, "prompt": None, "guidance_scale": None}
-    assert second.pop("cost") == pytest.approx(first.pop("cost"), rel=1e-9, abs=0)
+    # float64 sums of float32 UNet outputs computed in other processes (other thread counts): ~1e-7 apart
+    assert second.pop("cost") == pytest.approx(first.pop("cost"), rel=1e-5, abs=0)
     assert second == first  # sigmas, timesteps, grid indices, teacher grid, settings: identical
     assert first["num_warmup"] == 6 and first["model_calls"] == 6 * 8 and len(first["sigmas"]) == 4
     # --out is a scheduler folder: the chosen scheduler's config next to the schedule

@@ -232,6 +232,10 @@ def sdxl():
     return base, refiner, dict(base.scheduler.config), dict(refiner.scheduler.config)
 
 
+#: images in [0, 1] of a reloaded float32 pipeline (see test_save_and_reload_pipeline)
+RELOAD_ATOL = 2e-4
+
+
 # --------------------------------------------------------------------------------------------------
 # DDPMPipeline (pixel space; never scales the initial noise nor calls scale_model_input)
 # --------------------------------------------------------------------------------------------------
@@ -454,4 +458,8 @@ def test_save_and_reload_pipeline(ddpm, case, tmp_path):
 
     expected = pipe(num_inference_steps=5, generator=gen(0), output_type="np").images
     actual = loaded(num_inference_steps=5, generator=gen(0), output_type="np").images
-    np.testing.assert_array_equal(actual, expected)
+    # Not bit-equal: the reloaded UNet's weights are equal, but safetensors leaves them at other memory
+    # alignments, and float32 kernels take other SIMD paths there (and with other thread counts or CPUs), so
+    # its outputs move by ~1e-6 and the 5-step images in [0, 1] by up to ~3e-5 (measured 2.4e-5 on AVX-512).
+    # A scheduler that lost a config value on reload differs by orders of magnitude more (checked above, too).
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=RELOAD_ATOL)

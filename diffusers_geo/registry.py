@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,7 +43,9 @@ def load_scheduler(
         name_or_class: a name from :data:`SCHEDULERS` (case-insensitive, ``_`` or ``-``) or a class.
         config: e.g. ``pipe.scheduler.config``; keys the scheduler does not take are kept as hidden
             config (so switching back loses nothing). ``None`` uses the class defaults.
-        **overrides: config values to change, e.g. ``use_karras_sigmas=True``.
+        **overrides: config values to change, e.g. ``use_karras_sigmas=True``. A name the scheduler does
+            not take is a ``ValueError`` listing the valid ones (diffusers' ``from_config`` only warns: a typo
+            such as ``gama=1.5`` would otherwise sample with the default silently).
     """
     if isinstance(name_or_class, str):
         key = name_or_class.strip().lower().replace("_", "-")
@@ -52,4 +56,12 @@ def load_scheduler(
         cls = name_or_class
     else:
         raise TypeError(f"Expected a scheduler name or a GeoScheduler subclass, got {name_or_class!r}.")
+    valid = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        guesses = {name: difflib.get_close_matches(name, valid, n=1) for name in unknown}
+        hints = "".join(f" Did you mean {g[0]!r} for {n!r}?" for n, g in guesses.items() if g)
+        raise ValueError(
+            f"{cls.__name__} has no option {', '.join(map(repr, unknown))}.{hints} Valid options: {sorted(valid)}."
+        )
     return cls.from_config(dict(config or {}), **overrides)

@@ -77,6 +77,23 @@ DDPM_BETAS: dict[str, Any] = dict(
     num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear"
 )
 
+# Every own option of every diffusers-geo scheduler, set away from its default (a new scheduler must add its
+# own here; tests/test_hub.py checks that none is missing).
+OWN_OVERRIDES: dict[str, dict] = {
+    "ERSDEScheduler": dict(
+        solver_order=2, noise_scale="power-2.5", eta=0.5, s_noise=0.9, quadrature="riemann-200"
+    ),
+    "ProjectionDDIMScheduler": dict(
+        gamma=1.5, mu=0.2, schedule="spacing", start_sigma=8.35, log_linear_end="ddim"
+    ),
+    "SigmaDDIMScheduler": {},
+    "GeometricHeunScheduler": dict(
+        intermediate_point=0.5, max_multistep_weight=1.5, corrector=False, sigma_data=1.0
+    ),
+}
+# options that cannot be combined with the values above; their round trip is tested elsewhere
+EXEMPT: dict[str, set[str]] = {"GeometricHeunScheduler": {"multistep"}}  # tests/test_geometric_heun.py
+
 # Stable Diffusion 1.x scheduler config (what `runwayml/stable-diffusion-v1-5` ships, minus the class).
 SD_SCHEDULER_CONFIG: dict[str, Any] = {
     **SD_BETAS,

@@ -259,10 +259,11 @@ def test_admissibility_of_every_official_phi():
 
 
 def test_inadmissible_phi_on_the_schedule_is_an_error():
-    scheduler = ERSDEScheduler(**SD, noise_scale="log-power")
-    scheduler.set_timesteps(10)  # SD sigma_max ~ 14.6: fine
-    with pytest.raises(ValueError, match=r"not admissible for sigma in \[10\d\d, 5000\]"):
-        scheduler.set_timesteps(sigmas=[5000.0, 100.0, 1.0, 0.0])
+    scheduler = ERSDEScheduler(**SD, noise_scale="log-power", rescale_betas_zero_snr=True)
+    scheduler.set_timesteps(sigmas=[14.0, 1.0, 0.0])  # SD's own range (sigma_max ~ 14.6): fine
+    # zero terminal SNR trains the model up to sigma = 4096 (clamped), where log-power is inadmissible
+    with pytest.raises(ValueError, match=r"not admissible for sigma in \[10\d\d, 4000\]"):
+        scheduler.set_timesteps(sigmas=[4000.0, 100.0, 1.0, 0.0])
     assert scheduler.sigmas is None  # no half-built schedule left behind
     cosine = ERSDEScheduler(beta_schedule="squaredcos_cap_v2", noise_scale="log-power")
     with pytest.raises(ValueError, match="elasticity"):
@@ -370,14 +371,14 @@ def test_config_round_trip(tmp_path):
 def test_bad_input():
     with pytest.raises(ValueError, match="valid names.*exp-power"):
         ERSDEScheduler(noise_scale="er-sde-9")
-    for order in (0, 4, 2.5, True):
-        with pytest.raises(ValueError, match="solver_order must be 1, 2 or 3"):
+    for order, error in ((0, ValueError), (4, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match=r"solver_order must be an int in \[1, 3\]"):
             ERSDEScheduler(solver_order=order)
     with pytest.raises(TypeError, match="name or a callable"):
         ERSDEScheduler(noise_scale=3.0)
-    with pytest.raises(ValueError, match="eta must be >= 0"):
+    with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
         ERSDEScheduler(eta=-0.5)
-    with pytest.raises(TypeError, match="s_noise must be a finite number"):
+    with pytest.raises(ValueError, match="s_noise must be a finite number"):
         ERSDEScheduler(s_noise=float("nan"))
     with pytest.raises(ValueError, match="Unknown quadrature"):
         ERSDEScheduler(quadrature="simpson")

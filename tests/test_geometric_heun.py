@@ -313,9 +313,7 @@ def test_multistep_guard_falls_back_to_euler_after_a_short_step():
     results = {}
     for name, scheduler in {
         "guarded": GeometricHeunScheduler(**SD, multistep=True, corrector=False),
-        "unguarded": GeometricHeunScheduler(
-            **SD, multistep=True, corrector=False, max_multistep_weight=float("inf")
-        ),
+        "unguarded": GeometricHeunScheduler(**SD, multistep=True, corrector=False, max_multistep_weight=None),
         "euler": SigmaDDIMScheduler(**SD),
     }.items():
         scheduler.set_timesteps(sigmas=sigmas)

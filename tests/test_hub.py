@@ -17,6 +17,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 
 import diffusers_geo
 from diffusers_geo import SCHEDULERS, GeoScheduler
+from diffusers_geo.testing import EXEMPT, OWN_OVERRIDES
 
 BASE_OVERRIDES = dict(
     beta_schedule="scaled_linear",
@@ -27,21 +28,6 @@ BASE_OVERRIDES = dict(
     final_sigmas_type="sigma_min",
     jump_step=3,  # ODE-Jump, a shared option of every scheduler
 )
-# every option of every scheduler, set away from its default (a new scheduler must add its own here)
-OWN_OVERRIDES: dict[str, dict] = {
-    "ERSDEScheduler": dict(
-        solver_order=2, noise_scale="power-2.5", eta=0.5, s_noise=0.9, quadrature="riemann-200"
-    ),
-    "ProjectionDDIMScheduler": dict(
-        gamma=1.5, mu=0.2, schedule="spacing", start_sigma=8.35, log_linear_end="ddim"
-    ),
-    "SigmaDDIMScheduler": {},
-    "GeometricHeunScheduler": dict(
-        intermediate_point=0.5, max_multistep_weight=1.5, corrector=False, sigma_data=1.0
-    ),
-}
-# options that cannot be combined with the values above; their round trip is tested elsewhere
-EXEMPT: dict[str, set[str]] = {"GeometricHeunScheduler": {"multistep"}}  # test_geometric_heun config test
 BASE_PARAMETERS = inspect.signature(GeoScheduler.__init__).parameters
 CLASSES = sorted({cls for cls in SCHEDULERS.values()}, key=lambda c: c.__name__)
 

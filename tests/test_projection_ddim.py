@@ -374,17 +374,17 @@ def test_both_registry_names_load_the_class_and_config_round_trips(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"gamma": 0.0}, ValueError, "gamma must be > 0"),
-        ({"gamma": -1.0}, ValueError, "gamma must be > 0"),
-        ({"gamma": float("nan")}, ValueError, "gamma must be finite"),
-        ({"gamma": float("inf")}, ValueError, "gamma must be finite"),
-        ({"gamma": "2"}, TypeError, "gamma must be a real number"),
-        ({"mu": -0.1}, ValueError, r"mu must be in \[0, 1\)"),
-        ({"mu": 1.0}, ValueError, r"mu must be in \[0, 1\)"),
-        ({"mu": float("nan")}, ValueError, "mu must be finite"),
+        ({"gamma": 0.0}, ValueError, "gamma must be a finite number > 0"),
+        ({"gamma": -1.0}, ValueError, "gamma must be a finite number > 0"),
+        ({"gamma": float("nan")}, ValueError, "gamma must be a finite number"),
+        ({"gamma": float("inf")}, ValueError, "gamma must be a finite number"),
+        ({"gamma": "2"}, TypeError, "gamma must be a finite number"),
+        ({"mu": -0.1}, ValueError, r"mu must be a finite number in \[0, 1\)"),
+        ({"mu": 1.0}, ValueError, r"mu must be a finite number in \[0, 1\)"),
+        ({"mu": float("nan")}, ValueError, "mu must be a finite number"),
         ({"schedule": "cosine"}, ValueError, "Unknown schedule 'cosine'"),
         ({"log_linear_end": "zero"}, ValueError, "Unknown log_linear_end"),
-        ({"start_sigma": 0.0}, ValueError, "start_sigma must be > 0"),
+        ({"start_sigma": 0.0}, ValueError, "start_sigma must be a finite number > 0"),
     ],
 )
 def test_bad_input(kwargs, error, match):

@@ -19,9 +19,12 @@ returns the noise level of every call from :meth:`GeoScheduler.call_sigmas`, and
 
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,8 +44,11 @@ from ..schedules import (
     spaced_timesteps,
     training_sigmas,
 )
+from .options import Betas, Bool, Check, Choice, Int, Real
 
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
+_BETA = Real(0.0, 1.0, low_open=True, high_open=True)
+_SIGMA = Real(0.0, low_open=True, optional=True, hint="(None: the trained end)")
 
 logger = logging.get_logger(__name__)
 
@@ -88,6 +94,10 @@ def scheduler_config(init: Callable) -> Callable:
     signature (its own arguments, then every base key as keyword-only), so ``inspect.signature`` — which
     ``from_config``/``from_pretrained`` and ``register_to_config`` read — lists every config key and no
     ``**kwargs``: a saved config round-trips and an unknown argument is a ``TypeError``.
+
+    Every value given is checked against the ``options`` declarations of the class and its bases (see
+    :mod:`~diffusers_geo.schedulers.options`) before ``__init__`` runs, and the normalised value is what
+    ``__init__`` receives and the config records.
     """
     own = [
         p
@@ -104,7 +114,72 @@ def scheduler_config(init: Callable) -> Callable:
         raise TypeError(f"{init.__qualname__} redefines shared config keys {sorted(clash)}")
 
     init.__signature__ = inspect.Signature(own + base)
-    return register_to_config(init)
+    registered = register_to_config(init)
+    positional = [p.name for p in own[1:]]  # after self
+    keys = positional + [p.name for p in base]
+
+    @functools.wraps(registered)
+    def checked_init(self, *args, **kwargs):
+        if len(args) > len(positional):
+            raise TypeError(
+                f"{type(self).__name__} takes its options as keywords after the first {len(positional)}."
+            )
+        given = dict(zip(positional, args, strict=False))
+        for name, value in kwargs.items():
+            if name in given:
+                raise TypeError(f"{type(self).__name__} got two values for {name}.")
+            if not name.startswith("_") and name not in keys:
+                raise TypeError(_unknown_option(type(self).__name__, name, keys))
+            given[name] = value
+        _refuse_flow_matching(type(self).__name__, given)
+        checks = type(self).option_checks()
+        for name, value in given.items():
+            if name in checks:
+                given[name] = checks[name](name, value)
+        registered(self, **given)
+
+    checked_init.__signature__ = init.__signature__
+    return checked_init
+
+
+def _unknown_option(owner: str, name: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    guess = f" Did you mean {close[0]!r}?" if close else ""
+    return f"{owner} has no option {name!r}.{guess} Valid options: {sorted(valid)}."
+
+
+#: keys that only flow-matching schedulers write (FlowMatchEulerDiscreteScheduler: SD3's ``shift``, Flux's
+#: dynamic-shift parameters); DPM-Solver / UniPC write ``use_dynamic_shifting`` / ``use_flow_sigmas`` too, as
+#: False in their VP configs, so those count only when set
+FLOW_MATCHING_KEYS = ("shift", "base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len")
+
+
+def flow_matching_reason(config: Mapping[str, Any]) -> str | None:
+    """Why ``config`` describes a flow-matching model (``x = (1 - s) x0 + s eps``, a velocity model), or
+    ``None`` for a variance-preserving one."""
+    name = config.get("_class_name")
+    if isinstance(name, str) and name.startswith("FlowMatch"):
+        return f"it was saved by {name}"
+    if config.get("prediction_type") == "flow_prediction":
+        return "prediction_type='flow_prediction'"
+    for key in ("use_flow_sigmas", "use_dynamic_shifting"):
+        if config.get(key):
+            return f"{key}=True"
+    keys = [k for k in FLOW_MATCHING_KEYS if k in config]
+    if keys or config.get("shift_terminal") is not None:
+        return f"it has the flow-matching keys {keys or ['shift_terminal']}"
+    return None
+
+
+def _refuse_flow_matching(owner: str, config: Mapping[str, Any]) -> None:
+    reason = flow_matching_reason(config)
+    if reason is not None:
+        raise ValueError(
+            f"{owner} got a flow-matching configuration ({reason}), as SD3, Flux and other FlowMatch "
+            "pipelines use. diffusers-geo schedulers serve variance-preserving models (SD 1.x/2.x, SDXL, "
+            "DDPM) only for now: sampling a flow model with them gives noise, not images. Keep the "
+            "pipeline's own scheduler (e.g. FlowMatchEulerDiscreteScheduler) for this model."
+        )
 
 
 class GeoScheduler(SchedulerMixin, ConfigMixin):
@@ -135,6 +210,58 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
     order = 1
+    #: whether ``step`` draws noise (a stochastic sampler); subclasses with a noise option override it
+    stochastic = False
+
+    #: what each shared config option accepts (subclasses add theirs in their own ``options``)
+    options: ClassVar[dict[str, Check]] = {
+        "num_train_timesteps": Int(low=2),
+        "beta_start": _BETA,
+        "beta_end": _BETA,
+        "beta_schedule": Choice(BETA_SCHEDULES),
+        "trained_betas": Betas(),
+        "prediction_type": Choice(PREDICTION_TYPES),
+        "timestep_spacing": Choice(TIMESTEP_SPACINGS),
+        "steps_offset": Int(low=0),
+        "rescale_betas_zero_snr": Bool(),
+        "use_karras_sigmas": Bool(),
+        "use_exponential_sigmas": Bool(),
+        "use_beta_sigmas": Bool(),
+        "final_sigmas_type": Choice(FINAL_SIGMAS_TYPES),
+        "sigma_min": _SIGMA,
+        "sigma_max": _SIGMA,
+        "jump_sigma": Real(0.0, low_open=True, optional=True, hint="(a noise level of the schedule)"),
+        "jump_step": Int(low=0, optional=True, hint="(a solver step index)"),
+    }
+
+    @classmethod
+    def option_checks(cls) -> dict[str, Check]:
+        """Every option declaration of this class and its bases (a subclass's own win)."""
+        checks: dict[str, Check] = {}
+        for klass in reversed(cls.__mro__):
+            checks.update(vars(klass).get("options", {}))
+        return checks
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """diffusers' ``from_config`` rule, with two differences. A flow-matching config is refused (see
+        :func:`flow_matching_reason`). A config of another class gives only the shared schedule keys (betas,
+        spacing, offsets, sigma options, prediction type, zero-SNR, ...): an option of ours whose name another
+        scheduler also uses (``solver_order`` of DPM-Solver, say) keeps our default unless the config comes
+        from this very class. The origin is the config's ``_class_name`` (every saved config and every
+        diffusers-geo config has one); without it, a config with keys this class does not take is foreign
+        (an in-memory config of a diffusers scheduler), one with only our keys is the caller's own."""
+        _refuse_flow_matching(cls.__name__, config_dict)
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        origin = config_dict.get("_class_name")
+        if origin is None:
+            foreign = any(not k.startswith("_") and k not in accepted for k in config_dict)
+        else:
+            foreign = origin != cls.__name__
+        if foreign:
+            own = accepted - set(inspect.signature(GeoScheduler.__init__).parameters)
+            config_dict = {k: v for k, v in config_dict.items() if k not in own}
+        return super().extract_init_dict(config_dict, **kwargs)
 
     def __init__(
         self,
@@ -156,22 +283,32 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         jump_sigma: float | None = None,
         jump_step: int | None = None,
     ):
-        _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
-        _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-        _check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        _check_choice("final_sigmas_type", final_sigmas_type, FINAL_SIGMAS_TYPES)
-        if sum([use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas]) > 1:
+        # each value was checked on its own by the options above (scheduler_config); here: how they combine
+        respacings = [
+            name for name, on in _respacings(use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas)
+        ]
+        if len(respacings) > 1:
             raise ValueError(
-                "Only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be True."
+                f"Only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas can be True; got "
+                f"{respacings}. Set the others to False."
             )
         if use_beta_sigmas:
             try:
-                import scipy  # noqa: F401
+                import scipy  # noqa: F401  (optional dependency, only for beta sigmas)
             except ImportError as err:
                 raise ImportError("use_beta_sigmas=True needs scipy: pip install scipy") from err
-        if num_train_timesteps < 2:
-            raise ValueError(f"num_train_timesteps must be >= 2, got {num_train_timesteps}.")
-        _check_jump(jump_sigma, jump_step)
+        if trained_betas is not None and len(trained_betas) != num_train_timesteps:
+            raise ValueError(
+                f"trained_betas has {len(trained_betas)} values but num_train_timesteps={num_train_timesteps}: "
+                "give one beta per training timestep (or set num_train_timesteps to their number)."
+            )
+        if steps_offset >= num_train_timesteps:
+            raise ValueError(
+                f"steps_offset={steps_offset} must be below num_train_timesteps={num_train_timesteps} "
+                "(Stable Diffusion 1.x uses 1, most models 0)."
+            )
+        if jump_sigma is not None and jump_step is not None:
+            raise ValueError("Pass at most one of jump_sigma and jump_step (ODE-Jump), not both.")
 
         self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
         if rescale_betas_zero_snr:
@@ -180,8 +317,12 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         if rescale_betas_zero_snr:
             self.alphas_cumprod[-1] = 2**-24  # finite sigma_max, as diffusers' Euler does
-        self.parameterization = DiscreteVP(training_sigmas(self.alphas_cumprod))
+        self.parameterization = DiscreteVP(_checked_training_sigmas(self.alphas_cumprod, trained_betas))
+        _check_sigma_range(sigma_min, sigma_max, self.parameterization)
         self.init_noise_sigma = 1.0  # VP interface: pipelines start from unscaled N(0, I)
+        # the config names its class in memory too (diffusers adds it only on saving): from_config of it
+        # then knows our own options are meant for this class (see extract_init_dict)
+        self.register_to_config(_class_name=type(self).__name__)
 
         self.num_inference_steps: int | None = None
         self.timesteps = torch.from_numpy(np.arange(num_train_timesteps)[::-1].astype(np.float32).copy())
@@ -280,7 +421,23 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         return int(matches[1 if len(matches) > 1 else 0])
 
     def _init_step_index(self, timestep) -> None:
-        self._step_index = self.index_for_timestep(timestep) if self.begin_index is None else self.begin_index
+        if self.begin_index is not None:
+            self._step_index = self.begin_index
+            return
+        if isinstance(timestep, torch.Tensor) and timestep.numel() != 1:
+            raise ValueError(
+                f"step takes one timestep per call, got a tensor of shape {tuple(timestep.shape)}; pass the "
+                "scalar timestep from scheduler.timesteps."
+            )
+        schedule = self.timesteps
+        value = timestep.to(schedule.device) if isinstance(timestep, torch.Tensor) else timestep
+        if not bool((schedule == value).any()):
+            raise ValueError(
+                f"The first step's timestep {float(timestep):g} is not in this schedule "
+                f"(scheduler.timesteps = {[round(float(t), 3) for t in schedule]}): run the timesteps of "
+                "scheduler.timesteps in order, or call set_begin_index first to start later in the schedule."
+            )
+        self._step_index = self.index_for_timestep(timestep)
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
@@ -336,6 +493,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             sigmas = _as_decreasing("sigmas", sigmas)
             if len(sigmas) < 2:
                 raise ValueError("`sigmas` needs at least 2 values: N noise levels and the terminal one.")
+            _check_call_levels(sigmas[:-1], param)
         elif timesteps is not None:
             if respacing is not None:
                 raise ValueError(f"Cannot pass `timesteps` with use_{respacing}_sigmas=True; pass `sigmas`.")
@@ -353,6 +511,14 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 raise ValueError(
                     f"num_inference_steps must be between 1 and num_train_timesteps={cfg.num_train_timesteps},"
                     f" got {n}."
+                )
+            if cfg.timestep_spacing == "leading" and (n - 1) * (
+                cfg.num_train_timesteps // n
+            ) + cfg.steps_offset >= (cfg.num_train_timesteps):
+                raise ValueError(
+                    f"timestep_spacing='leading' with steps_offset={cfg.steps_offset} puts the first of "
+                    f"{n} steps past the last training timestep {cfg.num_train_timesteps - 1}: lower "
+                    "steps_offset or num_inference_steps, or use timestep_spacing='trailing'."
                 )
             t = torch.from_numpy(
                 spaced_timesteps(n, cfg.num_train_timesteps, cfg.timestep_spacing, cfg.steps_offset)
@@ -441,6 +607,22 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 f"{type(self).__name__}.step called before set_timesteps; call set_timesteps first."
             )
+        if model_output.shape != sample.shape:
+            hint = ""
+            if model_output.ndim == sample.ndim and model_output.ndim > 1:
+                if model_output.shape[1] == 2 * sample.shape[1]:
+                    hint = (
+                        " The model output has twice the sample's channels (a learned variance): pass only the "
+                        "first half, model_output[:, :C]."
+                    )
+            raise ValueError(
+                f"model_output has shape {tuple(model_output.shape)} but sample has shape "
+                f"{tuple(sample.shape)}: step needs one model prediction per sample value.{hint}"
+            )
+        if variance_noise is not None and variance_noise.shape != sample.shape:
+            raise ValueError(
+                f"variance_noise has shape {tuple(variance_noise.shape)}, expected {tuple(sample.shape)}."
+            )
         if self._step_index is None:
             self._init_step_index(timestep)
         index = self._step_index
@@ -448,10 +630,6 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 f"step called {index + 1} times but the schedule has {len(self.timesteps)} model calls; "
                 "call set_timesteps again to start a new run."
-            )
-        if variance_noise is not None and variance_noise.shape != sample.shape:
-            raise ValueError(
-                f"variance_noise has shape {tuple(variance_noise.shape)}, expected {tuple(sample.shape)}."
             )
         self._check_finite(model_output, index)
 
@@ -539,29 +717,76 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         return (alpha * noise - alpha * sigma * sample).to(sample.dtype)
 
 
-def _check_jump(jump_sigma, jump_step) -> None:
-    if jump_sigma is not None and jump_step is not None:
-        raise ValueError("Pass at most one of jump_sigma and jump_step (ODE-Jump), not both.")
-    if jump_sigma is not None:
-        if isinstance(jump_sigma, bool) or not isinstance(jump_sigma, (int, float, np.floating)):
-            raise TypeError(f"jump_sigma must be a number (a noise level sigma), got {jump_sigma!r}.")
-        if not np.isfinite(jump_sigma) or jump_sigma <= 0:
-            raise ValueError(f"jump_sigma must be a finite noise level > 0, got {jump_sigma}.")
-    if jump_step is not None:
-        if isinstance(jump_step, bool) or not isinstance(jump_step, (int, np.integer)):
-            raise TypeError(f"jump_step must be an int (a solver step index), got {jump_step!r}.")
-        if jump_step < 0:
-            raise ValueError(f"jump_step must be >= 0, got {jump_step}.")
+def _respacings(karras: bool, exponential: bool, beta: bool):
+    return [
+        (name, on)
+        for name, on in (
+            ("use_karras_sigmas", karras),
+            ("use_exponential_sigmas", exponential),
+            ("use_beta_sigmas", beta),
+        )
+        if on
+    ]
 
 
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"Unknown {name} {value!r}; choose one of {list(choices)}.")
+def _checked_training_sigmas(alphas_cumprod: torch.Tensor, trained_betas) -> torch.Tensor:
+    """The training sigmas, refusing betas whose noise levels are not finite and strictly increasing
+    (``alphas_cumprod`` underflowing to 0 in float32, or a beta so small that a step adds no noise)."""
+    sigmas = training_sigmas(alphas_cumprod)
+    source = "trained_betas" if trained_betas is not None else "beta_start / beta_end / beta_schedule"
+    finite = torch.isfinite(sigmas) & (sigmas > 0)
+    if not finite.all():
+        t = int((~finite).nonzero()[0])
+        raise ValueError(
+            f"The training betas ({source}) give a noise level sigma = {float(sigmas[t])} at timestep {t}: "
+            "alphas_cumprod must stay in (0, 1). Lower beta_end (Stable Diffusion uses 0.012, DDPM 0.02)."
+        )
+    flat = (sigmas[1:] <= sigmas[:-1]).nonzero()
+    if len(flat):
+        t = int(flat[0]) + 1
+        raise ValueError(
+            f"The training betas ({source}) do not add noise at timestep {t} (sigma stays at "
+            f"{float(sigmas[t]):.6g}): every beta must be large enough to raise the noise level in float32."
+        )
+    return sigmas
+
+
+#: relative slack of the Karras / exponential / beta sigma range around the trained one (rounded values)
+SIGMA_RANGE_RTOL = 1e-4
+
+
+def _check_sigma_range(sigma_min: float | None, sigma_max: float | None, param: DiscreteVP) -> None:
+    """``sigma_min`` / ``sigma_max`` must lie in the model's trained noise range: outside it several noise
+    levels map to the same training timestep (the model cannot see a level it was not trained on)."""
+    lo, hi = param.sigma_min, param.sigma_max
+    for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if value is not None and not lo * (1 - SIGMA_RANGE_RTOL) <= value <= hi * (1 + SIGMA_RANGE_RTOL):
+            raise ValueError(
+                f"{name}={value:g} is outside the model's trained noise range [{lo:.6g}, {hi:.6g}] (from its "
+                f"betas): choose {name} in that range, or None for the trained end."
+            )
+    if sigma_min is not None and sigma_max is not None and not sigma_min < sigma_max:
+        raise ValueError(f"sigma_min={sigma_min:g} must be below sigma_max={sigma_max:g}.")
+
+
+def _check_call_levels(levels: torch.Tensor, param: DiscreteVP) -> None:
+    """Custom ``sigmas=``: the levels at which the model is called must lie in its trained range."""
+    lo, hi = param.sigma_min, param.sigma_max
+    outside = (levels < lo * (1 - SIGMA_RANGE_RTOL)) | (levels > hi * (1 + SIGMA_RANGE_RTOL))
+    if outside.any():
+        raise ValueError(
+            f"`sigmas` calls the model at noise levels {[float(f'{v:.6g}') for v in levels[outside]]} outside "
+            f"its trained range "
+            f"[{lo:.6g}, {hi:.6g}]: only the last (terminal) value may lie below it (0 for a final denoising "
+            "step). Clip the schedule to the trained range."
+        )
 
 
 def _as_decreasing(name: str, values) -> torch.Tensor:
-    t = torch.as_tensor(values if not isinstance(values, torch.Tensor) else values.detach().cpu())
-    t = t.to(torch.float64).reshape(-1)
+    if isinstance(values, torch.Tensor):
+        t = values.detach().cpu().to(torch.float64).reshape(-1)
+    else:  # straight to float64: a list of Python floats must not pass through float32
+        t = torch.as_tensor(np.asarray(values, dtype=np.float64)).reshape(-1)
     if len(t) == 0:
         raise ValueError(f"`{name}` is empty.")
     if not torch.isfinite(t).all():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from ..solvers.er_sde import (
@@ -19,6 +18,7 @@ from ..solvers.er_sde import (
     with_eta,
 )
 from .base import GeoScheduler, NoiseSource, scheduler_config
+from .options import Choice, Int, Real
 
 
 class ERSDEScheduler(GeoScheduler):
@@ -73,6 +73,13 @@ class ERSDEScheduler(GeoScheduler):
     FD 1.28 vs 4.03 with Karras sigmas; ``docs/bench_er_sde.md``).
     """
 
+    options = {
+        "solver_order": Int(1, 3, hint="(ER-SDE-Solver-1/2/3)"),
+        "eta": Real(0.0, hint="(0 is the probability-flow ODE, 1 leaves phi as is)"),
+        "s_noise": Real(0.0),
+        "quadrature": Choice(QUADRATURES),
+    }
+
     @scheduler_config
     def __init__(
         self,
@@ -83,8 +90,6 @@ class ERSDEScheduler(GeoScheduler):
         quadrature: str = "gauss-legendre",
         **base_config,
     ):
-        if isinstance(solver_order, bool) or solver_order not in (1, 2, 3):
-            raise ValueError(f"solver_order must be 1, 2 or 3, got {solver_order!r}.")
         if isinstance(noise_scale, str):
             if noise_scale not in NOISE_SCALES:
                 extra = " (a callable phi cannot be restored from a saved config: pass it again)"
@@ -93,15 +98,10 @@ class ERSDEScheduler(GeoScheduler):
                     "or pass a callable phi(sigma)." + (extra if noise_scale == "custom" else "")
                 )
             self._log_phi = NOISE_SCALES[noise_scale]
-        else:
+        elif callable(noise_scale):
             self._log_phi = log_phi_from_callable(noise_scale)
-        for name, value in (("eta", eta), ("s_noise", s_noise)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise TypeError(f"{name} must be a finite number, got {value!r}.")
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}.")
-        if quadrature not in QUADRATURES:
-            raise ValueError(f"Unknown quadrature {quadrature!r}; choose one of {list(QUADRATURES)}.")
+        else:
+            raise TypeError(f"noise_scale must be a name or a callable phi(sigma), got {noise_scale!r}.")
         super().__init__(**base_config)
         if not isinstance(noise_scale, str):
             self.register_to_config(noise_scale="custom")

@@ -15,6 +15,7 @@ from ..solvers.geometric import (
     transfer_correction,
 )
 from .base import GeoScheduler, NoiseSource, scheduler_config
+from .options import Bool, Real
 
 
 class GeometricHeunScheduler(GeoScheduler):
@@ -56,7 +57,7 @@ class GeometricHeunScheduler(GeoScheduler):
     Args:
         multistep: one model call per step (second order through the denoising trajectory's history).
         intermediate_point: r in (0, 1], the evaluation point of the two-call step (``multistep=False`` only).
-        max_multistep_weight: stability guard of the multistep variant (> 0); ``float("inf")`` disables it.
+        max_multistep_weight: stability guard of the multistep variant (> 0); ``None`` disables it.
         corrector: Heun's corrector with the next step's evaluation (``multistep=True`` only).
         sigma_data: the data's standard deviation per dimension (> 0) in the first-order move of the
             denoiser output to the corrected point; EDM's 0.5 (images in [-1, 1]; results change little
@@ -64,41 +65,31 @@ class GeometricHeunScheduler(GeoScheduler):
         **base_config: every option of :class:`GeoScheduler`.
     """
 
+    options = {
+        "multistep": Bool(),
+        "intermediate_point": Real(
+            0.0, 1.0, low_open=True, hint="(r = 1: Heun, r = 0.5: geometric midpoint)"
+        ),
+        "max_multistep_weight": Real(0.0, low_open=True, optional=True, hint="(None: no limit)"),
+        "corrector": Bool(),
+        "sigma_data": Real(0.0, low_open=True, hint="(0.5 for images in [-1, 1])"),
+    }
+
     @scheduler_config
     def __init__(
         self,
         multistep: bool = False,
         intermediate_point: float = 1.0,
-        max_multistep_weight: float = 2.0,
+        max_multistep_weight: float | None = 2.0,
         corrector: bool = True,
         sigma_data: float = 0.5,
         **base_config,
     ):
-        for name, value in (("multistep", multistep), ("corrector", corrector)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be True or False, got {value!r}.")
-        if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)):
-            raise TypeError(f"sigma_data must be a number > 0, got {sigma_data!r}.")
-        if not sigma_data > 0:
-            raise ValueError(
-                f"sigma_data must be a number > 0 (0.5 for images in [-1, 1]), got {sigma_data!r}."
-            )
-        if isinstance(intermediate_point, bool) or not isinstance(intermediate_point, (int, float)):
-            raise TypeError(f"intermediate_point must be a number r in (0, 1], got {intermediate_point!r}.")
-        if not 0 < intermediate_point <= 1:
-            raise ValueError(
-                f"intermediate_point must lie in (0, 1] (r = 1: Heun, r = 0.5: geometric midpoint), "
-                f"got {intermediate_point}."
-            )
         if multistep and intermediate_point != 1:
             raise ValueError(
                 "intermediate_point applies to the two-call step; with multistep=True every step makes "
                 "one model call. Leave intermediate_point at 1."
             )
-        if isinstance(max_multistep_weight, bool) or not isinstance(max_multistep_weight, (int, float)):
-            raise TypeError(f"max_multistep_weight must be a number > 0, got {max_multistep_weight!r}.")
-        if not max_multistep_weight > 0:
-            raise ValueError(f"max_multistep_weight must be > 0, got {max_multistep_weight!r}.")
         super().__init__(**base_config)
 
     @property
@@ -161,10 +152,11 @@ class GeometricHeunScheduler(GeoScheduler):
         """One call of the multistep variant: correct the last step, then predict the next point."""
         follows = stored is not None and stored[0] == index - 1
         y, denoised = self._corrected(index, stored, y, denoised, sigma)
+        limit = self.config.max_multistep_weight
         if (
             not follows
             or sigma_next == 0
-            or multistep_weight(stored[1], sigma, sigma_next) >= self.config.max_multistep_weight
+            or (limit is not None and multistep_weight(stored[1], sigma, sigma_next) >= limit)
         ):
             y_next = euler_step(y, denoised, sigma, sigma_next)
         else:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
-from numbers import Real
 
 import torch
 
@@ -19,6 +17,7 @@ from ..solvers.gradient_estimation import (
     log_linear_timesteps,
 )
 from .base import GeoScheduler, NoiseSource, scheduler_config
+from .options import Choice, Real
 
 SCHEDULES = ("log-linear", "spacing")
 DEFAULT_START_SIGMA_CAP = 40.0  # the start sigma of the paper's CIFAR-10 runs (authors' experiment code)
@@ -69,6 +68,14 @@ class ProjectionDDIMScheduler(GeoScheduler):
     :class:`GeoScheduler`.
     """
 
+    options = {
+        "gamma": Real(0.0, low_open=True, hint="(1 is DDIM, 2 the paper's default)"),
+        "mu": Real(0.0, 1.0, high_open=True, hint="(0 deterministic, 0.5 DDPM-like)"),
+        "schedule": Choice(SCHEDULES),
+        "start_sigma": Real(0.0, low_open=True, optional=True, hint="(None: min(sigma_max, 40))"),
+        "log_linear_end": Choice(LOG_LINEAR_ENDS),
+    }
+
     @scheduler_config
     def __init__(
         self,
@@ -79,24 +86,6 @@ class ProjectionDDIMScheduler(GeoScheduler):
         log_linear_end: str = "geometric-mean",
         **base_config,
     ):
-        _check_real("gamma", gamma)
-        if not gamma > 0:
-            raise ValueError(f"gamma must be > 0 (1 is DDIM, 2 the paper's default), got {gamma}.")
-        _check_real("mu", mu)
-        if not 0 <= mu < 1:
-            raise ValueError(f"mu must be in [0, 1) (0 deterministic, 0.5 DDPM-like), got {mu}.")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"Unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}.")
-        if start_sigma is not None:
-            _check_real("start_sigma", start_sigma)
-            if not start_sigma > 0:
-                raise ValueError(
-                    f"start_sigma must be > 0 (or None for min(sigma_max, 40)), got {start_sigma}."
-                )
-        if log_linear_end not in LOG_LINEAR_ENDS:
-            raise ValueError(
-                f"Unknown log_linear_end {log_linear_end!r}; choose one of {list(LOG_LINEAR_ENDS)}."
-            )
         self._custom_schedule = False
         super().__init__(**base_config)
 
@@ -146,10 +135,3 @@ class ProjectionDDIMScheduler(GeoScheduler):
         self._eps_prev, self._eps_prev_index = eps, index
         y_next = gradient_estimation_step(y, eps_bar, sigma, sigma_next, self.config.mu, noise)
         return y_next, corrected_denoised(y, eps_bar, sigma)
-
-
-def _check_real(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}.")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}.")

@@ -1,4 +1,4 @@
-"""The ``diffusers-geo`` command line."""
+"""The diffusers-geo command line."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from ._help import plain
 
 
 def _int_list(text: str) -> list[int]:
@@ -20,7 +22,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffusers-geo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="diffusers-geo", description=plain(__doc__))
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser(
         "bench",

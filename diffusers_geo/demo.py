@@ -39,6 +39,7 @@ from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, SchedulerMi
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageDraw, ImageFont
 
+from ._help import plain
 from .bench.quality import sample as sample_loop
 from .bench.quality import steps_for_nfe
 from .bench.samplers import make_sampler, resolve_names
@@ -72,7 +73,7 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     demo = subparsers.add_parser(
         "demo",
         help="sample with every scheduler on the same seeds at NFE 5/10/20; one labelled PNG grid",
-        description=__doc__.split("\n\n")[1],
+        description=plain(__doc__.split("\n\n")[1]),
     )
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for demo.png and demo.json")
     demo.add_argument(

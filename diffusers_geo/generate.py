@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from ._help import plain
+
 __all__ = ["add_generate_parser", "check_counts", "generate", "image_seeds", "run_generate", "start_and_load"]
 
 
@@ -30,7 +32,7 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "generate",
         help="write N images with a diffusers-geo scheduler (multi-GPU / multi-machine with accelerate launch)",
-        description=__doc__.splitlines()[0],
+        description=plain(__doc__.splitlines()[0]),
     )
     parser.add_argument("--model", default=None, help="hub id or local folder (default: the packaged model)")
     parser.add_argument("--scheduler", default="er-sde", help="a sampler name as in `bench --list`")

@@ -19,6 +19,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ._help import plain
+
 __all__ = ["add_gits_parser", "run_gits"]
 
 
@@ -26,7 +28,7 @@ def add_gits_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "gits",
         help="search a GITS time schedule for a pipeline (multi-GPU / multi-machine with accelerate launch)",
-        description=__doc__.splitlines()[0],
+        description=plain(__doc__.splitlines()[0]),
     )
     parser.add_argument("--model", default=None, help="hub id or local folder (default: the packaged model)")
     parser.add_argument("--steps", type=int, required=True, help="N, the model calls of the schedule")

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seeds", default="0,1", help="the two seeds, e.g. 0,1")
     parser.add_argument("--methods", default="slerp,lerp", help="rows: slerp, norm-lerp and/or lerp")
     parser.add_argument("--prompt", default=None, help="for text-to-image pipelines")
-    parser.add_argument("--out", type=Path, default=Path("interpolate_seeds.png"))
+    parser.add_argument("--out", type=Path, default=Path("examples-out") / "interpolate_seeds.png")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     if len(seeds) != 2:

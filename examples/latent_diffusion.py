@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default=None)
-    parser.add_argument("--out", type=Path, default=Path("latent_diffusion.png"))
+    parser.add_argument("--out", type=Path, default=Path("examples-out") / "latent_diffusion.png")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1")
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             **extra,
         ).images[0]
 
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     image.save(args.out)
     print(f"{args.mode} with {args.scheduler}: steps {steps} -> {args.out}")
     return {

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--prompt", default=None, help="for text-to-image pipelines")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("swap_scheduler.png"))
+    parser.add_argument("--out", type=Path, default=Path("examples-out") / "swap_scheduler.png")
     args = parser.parse_args(argv)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> Path:
     kwargs = {"prompt": args.prompt} if args.prompt else {}
     generator = torch.Generator(device).manual_seed(args.seed)
     image = pipe(num_inference_steps=args.steps, generator=generator, **kwargs).images[0]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     image.save(args.out)
     print(f"{type(pipe.scheduler).__name__}, {args.steps} steps -> {args.out}")
     return args.out

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--sigma-t", type=float, default=1.0, help="truncated start sigma_T")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plot", type=Path, default=Path("prior_mismatch.png"))
+    parser.add_argument("--plot", type=Path, default=Path("examples-out") / "prior_mismatch.png")
     parser.add_argument("--pipeline", action="store_true", help="also run a tiny Stable Diffusion pipeline")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"{row.sigma:7.3f} | {row.kl_noise:21.4f} | {row.kl_reference_noise:9.4f} ± {row.kl_reference_noise_stderr:.4f}"
             f" | {row.kl_remaining:9.4f} ± {row.kl_remaining_stderr:.4f}"
         )
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
     plot_prior_mismatch(rows, args.plot)
     print(f"plot -> {args.plot}")
 

@@ -45,7 +45,8 @@ class Summary:
     nfe_target: int
     nfe: int
     stochastic: bool
-    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (mean, std)
+    # name -> (mean, std over seeds; None from a single seed, where no spread was measured)
+    metrics: dict[str, tuple[float, float | None]] = field(default_factory=dict)
 
 
 def frechet_distance(
@@ -232,7 +233,7 @@ def summarize(runs: list[Run], stochastic: dict[str, bool]) -> list[Summary]:
         for metric in ("rmse", "fd", "mode_error"):
             values = [getattr(r, metric) for r in group if getattr(r, metric) is not None]
             if values:
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                spread = statistics.stdev(values) if len(values) > 1 else None
                 summary.metrics[metric] = (statistics.fmean(values), spread)
         out.append(summary)
     return out

@@ -15,7 +15,8 @@ METRIC_TITLES = {
 
 
 def markdown_table(summaries: Sequence[Summary], metric: str, nfes: Sequence[int]) -> str:
-    """One row per sampler, one column per target NFE; cells ``mean ± std over seeds``; a cell whose
+    """One row per sampler, one column per target NFE; cells ``mean ± std over seeds`` (the mean alone from
+    one seed, where no spread was measured); a cell whose
     sampler made fewer model calls than the column's NFE shows the actual count in brackets."""
     cells: dict[str, dict[int, str]] = {}
     floor_rows: list[str] = []
@@ -23,7 +24,7 @@ def markdown_table(summaries: Sequence[Summary], metric: str, nfes: Sequence[int
         if metric not in s.metrics:
             continue
         mean, std = s.metrics[metric]
-        text = f"{mean:.4g} ± {std:.2g}"
+        text = f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.2g}"
         if s.nfe_target == 0:
             floor_rows.append(f"| {s.sampler} | " + " | ".join([text] * len(nfes)) + " |")
             continue
@@ -58,7 +59,7 @@ def plot(summaries: Sequence[Summary], path: Path, title: str) -> None:
                 continue
             nfe = [s.nfe for s in rows]
             mean = [s.metrics[metric][0] for s in rows]
-            std = [s.metrics[metric][1] for s in rows]
+            std = [s.metrics[metric][1] or 0.0 for s in rows]
             style = "-" if not name.endswith("-karras") else "--"
             ax.plot(nfe, mean, style, marker="o", ms=3, color=cmap(i % 20), label=name)
             ax.fill_between(

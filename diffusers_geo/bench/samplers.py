@@ -19,7 +19,7 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from ..registry import SCHEDULERS, scheduler_names
+from ..registry import SCHEDULERS, load_scheduler, scheduler_names
 
 # name -> (class, overrides, stochastic)
 BUILTINS: dict[str, tuple[type, dict[str, Any], bool]] = {
@@ -55,7 +55,8 @@ def builtin_names(karras: bool = True) -> list[str]:
 
 
 def all_names() -> list[str]:
-    return sorted(SCHEDULERS) + builtin_names()
+    """Every name ``--schedulers`` takes (without options): ours, ours with ``-karras``, the built-ins."""
+    return sorted(SCHEDULERS) + [n + KARRAS_SUFFIX for n in sorted(SCHEDULERS)] + builtin_names()
 
 
 def resolve_names(text: str, extra_groups: dict[str, Callable[[], list[str]]] | None = None) -> list[str]:
@@ -136,8 +137,8 @@ def make_sampler(name: str, config: dict[str, Any]) -> tuple[SchedulerMixin, boo
     (:func:`split_gits`) is ignored here: the benchmark sets the schedule.
     """
     base, options = parse_name(split_gits(name)[0])
-    if base in SCHEDULERS:
-        scheduler = SCHEDULERS[base].from_config(config, **options)
+    if base in SCHEDULERS:  # load_scheduler refuses an option name the scheduler does not take
+        scheduler = load_scheduler(base, config, **options)
         return scheduler, bool(getattr(scheduler, "stochastic", False))
     name = base
     if name.endswith(KARRAS_SUFFIX):

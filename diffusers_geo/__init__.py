@@ -2,30 +2,24 @@
 
     pipe.scheduler = SigmaDDIMScheduler.from_config(pipe.scheduler.config)
 
-``SchedulerMixin`` is re-exported on purpose: diffusers loads a third-party class named in
+The schedulers and the registry are imported with the package; every feature (the optimal denoiser, GITS,
+priors, diagnostics, the packaged model) is imported when first used, so ``import diffusers_geo`` costs little
+more than ``import diffusers``.
+
+``SchedulerMixin`` and ``ModelMixin`` are re-exported on purpose: diffusers loads a third-party class named in
 ``model_index.json`` only if the named module exposes one of its loadable base classes. Public classes
 report ``__module__ == "diffusers_geo"`` so saved pipelines record the stable top-level name.
 Import ``diffusers_geo`` before ``DiffusionPipeline.from_pretrained`` on a pipeline saved with one of
 our schedulers (diffusers >= 0.42.1 no longer imports modules named by a repository).
 """
 
-from diffusers import ModelMixin, SchedulerMixin
+from __future__ import annotations
 
-from .default_model import default_model_path, load_default_pipeline
-from .gits import GITSSchedule, gits_schedule
-from .interpolation import interpolate_latents, norm_preserving_lerp, shell_radius, slerp
-from .models import OptimalDenoiser, OptimalDenoiserOutput
-from .priors import (
-    PFGMPPPrior,
-    PriorMismatch,
-    TruncatedPrior,
-    TruncatedSchedule,
-    encode_images,
-    plot_prior_mismatch,
-    prior_mismatch,
-    truncated_schedule,
-    truncated_sigmas,
-)
+import importlib
+from typing import Any
+
+from diffusers import SchedulerMixin
+
 from .registry import SCHEDULERS, load_scheduler
 from .schedulers import (
     ERSDEScheduler,
@@ -37,49 +31,69 @@ from .schedulers import (
     SigmaDDIMScheduler,
     scheduler_config,
 )
-from .solvers.reference import ReferenceSolution, solve_probability_flow_ode
-from .trajectory import Trajectory, TrajectoryRecorder
 
 __version__ = "0.1.0.dev0"
 
-__all__ = [
+#: name -> module (relative to this package) of everything imported on first use
+_LAZY = {
+    "ModelMixin": "diffusers",
+    "GITSSchedule": ".gits",
+    "gits_schedule": ".gits",
+    "OptimalDenoiser": ".models",
+    "OptimalDenoiserOutput": ".models",
+    "default_model_path": ".models.default_model",
+    "load_default_pipeline": ".models.default_model",
+    "PFGMPPPrior": ".priors",
+    "PriorMismatch": ".priors",
+    "TruncatedPrior": ".priors",
+    "TruncatedSchedule": ".priors",
+    "encode_images": ".priors",
+    "plot_prior_mismatch": ".priors",
+    "prior_mismatch": ".priors",
+    "truncated_schedule": ".priors",
+    "truncated_sigmas": ".priors",
+    "ReferenceSolution": ".solvers.reference",
+    "solve_probability_flow_ode": ".solvers.reference",
+    "Trajectory": ".diagnostics.trajectory",
+    "TrajectoryRecorder": ".diagnostics.trajectory",
+    "interpolate_latents": ".diagnostics.interpolation",
+    "norm_preserving_lerp": ".diagnostics.interpolation",
+    "shell_radius": ".diagnostics.interpolation",
+    "slerp": ".diagnostics.interpolation",
+}
+#: lazily imported classes that report this package as their module (like the schedulers below)
+_STABLE_MODULE = ("OptimalDenoiser", "OptimalDenoiserOutput")
+
+__all__ = [  # the lazy names resolve through __getattr__
     "ERSDEScheduler",
     "GeoScheduler",
-    "GITSSchedule",
     "GeoSchedulerOutput",
     "GeometricHeunScheduler",
-    "ModelMixin",
     "OdeJump",
-    "OptimalDenoiser",
-    "OptimalDenoiserOutput",
-    "PFGMPPPrior",
-    "PriorMismatch",
     "ProjectionDDIMScheduler",
-    "ReferenceSolution",
     "SCHEDULERS",
     "SchedulerMixin",
     "SigmaDDIMScheduler",
-    "Trajectory",
-    "TrajectoryRecorder",
-    "TruncatedPrior",
-    "TruncatedSchedule",
-    "default_model_path",
-    "encode_images",
-    "interpolate_latents",
-    "load_default_pipeline",
-    "gits_schedule",
     "load_scheduler",
-    "norm_preserving_lerp",
-    "plot_prior_mismatch",
-    "prior_mismatch",
     "scheduler_config",
-    "shell_radius",
-    "slerp",
-    "solve_probability_flow_ode",
-    "truncated_schedule",
-    "truncated_sigmas",
+    *_LAZY,
 ]
 
-for _cls in (GeoScheduler, GeoSchedulerOutput, OptimalDenoiser, OptimalDenoiserOutput, *SCHEDULERS.values()):
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    if name in _STABLE_MODULE:
+        value.__module__ = __name__
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+for _cls in (GeoScheduler, GeoSchedulerOutput, *SCHEDULERS.values()):
     _cls.__module__ = __name__
 del _cls

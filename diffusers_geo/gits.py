@@ -12,7 +12,7 @@ ODE-based Diffusion Sampling", ICML 2024, arXiv 2405.11326), usable by any diffu
     schedule = GITSSchedule.from_pretrained("user/my-pipeline", subfolder="scheduler")
 
 Several processes share the warm-up under 🤗 Accelerate (``gits_schedule(..., seed=0)``, or the command
-``accelerate launch -m diffusers_geo.cli gits ...``, see :mod:`diffusers_geo.gits_cli`).
+``accelerate launch -m diffusers_geo.cli gits ...``, see :mod:`diffusers_geo.cli.gits`).
 
 The search math (Euler-jump costs, dynamic program, analytic first step) is in
 :mod:`diffusers_geo.solvers.gits`.
@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import reduce
 from diffusers.utils import PushToHubMixin, logging
 from diffusers.utils import hub_utils as _hub_utils
 from huggingface_hub import hf_hub_download
@@ -37,7 +39,7 @@ from huggingface_hub.errors import EntryNotFoundError
 
 from .parameterization import DiscreteVP
 from .schedulers.scheduling_geometric_heun import GeometricHeunScheduler
-from .schedules import karras_sigmas
+from .schedules import SCHEDULE_KEYS, karras_sigmas
 from .solvers.gits import COST_METRICS, JUMPS, afs_noise_scale, gits_dynamic_program, jump_costs
 
 GRIDS = ("timesteps", "karras")
@@ -427,8 +429,6 @@ def gits_schedule(
             f"{max_steps} steps or raise teacher_steps."
         )
 
-    from .bench.problems import SCHEDULE_KEYS  # the training-schedule config keys
-
     state = _distributed_state()
     if state is not None and seed is None:
         raise ValueError(
@@ -445,7 +445,7 @@ def gits_schedule(
     teacher.set_timesteps(sigmas=grid_sigmas)
     grid_sigmas = teacher.sigmas  # float64, ending in 0
 
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # optional dependency, imported when used
 
     logger.info(
         f"GITS: {teacher_steps} teacher steps x {num_warmup} warm-up samples = {teacher_steps * num_warmup} "
@@ -478,8 +478,6 @@ def gits_schedule(
             done += len(samples)
             bar.update(len(samples))
     if state is not None:  # add up the cost sums of all processes: every process gets the same matrix
-        from accelerate.utils import reduce
-
         count = torch.tensor([float(done)], dtype=torch.float64)
         totals = reduce({"costs": costs.to(state.device), "count": count.to(state.device)}, reduction="sum")
         costs, done = totals["costs"].cpu(), int(totals["count"].item())
@@ -523,7 +521,6 @@ def _distributed_state():
     ``PartialState()`` / ``Accelerator()``; ``torchrun`` scripts initialise ``torch.distributed``), so a
     plain single-process call neither starts accelerate nor picks a device.
     """
-    from accelerate import PartialState
 
     started = bool(PartialState._shared_state)
     if not started and not (torch.distributed.is_available() and torch.distributed.is_initialized()):

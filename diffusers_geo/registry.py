@@ -1,11 +1,21 @@
-"""Readable names for diffusers-geo schedulers: ``load_scheduler("sigma-ddim", pipe.scheduler.config)``."""
+"""One place that turns a name into a scheduler: ``load_scheduler("er-sde", pipe.scheduler.config)``.
+
+Names are ours (:data:`SCHEDULERS`) or diffusers' built-ins as the benchmark and the commands call them
+(:data:`BUILTINS`), with options: ``"er-sde:solver_order=2"`` (config overrides after colons), a ``-karras``
+suffix (``use_karras_sigmas=True``) and a ``+gits`` suffix (run on a GITS schedule searched for the model, see
+:func:`split_gits`). :func:`make_scheduler` is the one factory every feature and command uses.
+"""
 
 from __future__ import annotations
 
+import ast
 import difflib
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import diffusers
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .schedulers import (
     ERSDEScheduler,
@@ -22,6 +32,28 @@ SCHEDULERS: dict[str, type[GeoScheduler]] = {
     "gradient-estimation": ProjectionDDIMScheduler,  # the paper's name for the same class (an alias)
     "sigma-ddim": SigmaDDIMScheduler,
 }
+
+#: diffusers' built-ins by name: (class name, config overrides); the classes are imported when used (some
+#: of diffusers' scheduler modules import scipy.stats, which would double the cost of importing this package)
+BUILTINS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpmpp-2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp-3m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 3}),
+    "dpmpp-2m-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+}
+#: built-ins whose ``step`` draws noise whatever their config
+STOCHASTIC_BUILTINS = ("EulerAncestralDiscreteScheduler", "DDPMScheduler")
+KARRAS_SUFFIX = "-karras"
+GITS_SUFFIX = "+gits"
+
+#: What :func:`make_scheduler` accepts: an instance, a class, a ``config -> scheduler`` callable, or a name.
+SchedulerSpec = SchedulerMixin | type | Callable[[Mapping[str, Any]], SchedulerMixin] | str
 
 
 def scheduler_names() -> list[str]:
@@ -56,6 +88,11 @@ def load_scheduler(
         cls = name_or_class
     else:
         raise TypeError(f"Expected a scheduler name or a GeoScheduler subclass, got {name_or_class!r}.")
+    _check_overrides(cls, overrides)
+    return cls.from_config(dict(config or {}), **overrides)
+
+
+def _check_overrides(cls: type, overrides: Mapping[str, Any]) -> None:
     valid = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
@@ -64,4 +101,137 @@ def load_scheduler(
         raise ValueError(
             f"{cls.__name__} has no option {', '.join(map(repr, unknown))}.{hints} Valid options: {sorted(valid)}."
         )
-    return cls.from_config(dict(config or {}), **overrides)
+
+
+def make_scheduler(
+    spec: SchedulerSpec, config: Mapping[str, Any] | None = None, **overrides: Any
+) -> SchedulerMixin:
+    """The one factory: a scheduler for ``spec`` given the pipeline's scheduler ``config``.
+
+    An instance is returned as is; a class is built with ``from_config(config)``; a callable is called with
+    ``config``; a name is ours or a built-in with options (``"er-sde:solver_order=2"``, ``"dpmpp-2m-karras"``;
+    see :func:`parse_name`; a ``+gits`` suffix is ignored here, the caller sets the schedule). Option names
+    the scheduler does not take are a ``ValueError``.
+    """
+    config = dict(config or {})
+    if isinstance(spec, SchedulerMixin):
+        return spec
+    if isinstance(spec, type):
+        return spec.from_config(config, **overrides)
+    if isinstance(spec, str):
+        base, options = parse_name(split_gits(spec)[0])
+        options = {**options, **overrides}
+        if base in SCHEDULERS:
+            return load_scheduler(base, config, **options)
+        cls, defaults = _builtin(base)
+        _check_overrides(cls, options)
+        return cls.from_config(config, **{**defaults, **options})
+    if callable(spec):
+        return spec(config)
+    raise TypeError(
+        f"scheduler must be a scheduler instance, a scheduler class, a callable or a name, got {spec!r}."
+    )
+
+
+def is_stochastic(scheduler: SchedulerMixin) -> bool:
+    """Whether ``step`` draws noise: ours say so themselves (``stochastic``, which may depend on the config);
+    of the built-ins, ancestral Euler, DDPM and the SDE variants of DPM-Solver."""
+    if isinstance(scheduler, GeoScheduler):
+        return bool(scheduler.stochastic)
+    if type(scheduler).__name__ in STOCHASTIC_BUILTINS:
+        return True
+    return str(scheduler.config.get("algorithm_type", "")).startswith("sde")
+
+
+def _builtin(name: str) -> tuple[type[SchedulerMixin], dict[str, Any]]:
+    base, karras = (name[: -len(KARRAS_SUFFIX)], True) if name.endswith(KARRAS_SUFFIX) else (name, False)
+    if base not in BUILTINS or (karras and not _supports_karras(BUILTINS[base][0])):
+        raise ValueError(f"Unknown sampler {name!r}; valid names: {all_names()}.")
+    class_name, defaults = BUILTINS[base]
+    return getattr(diffusers, class_name), {**defaults, **({"use_karras_sigmas": True} if karras else {})}
+
+
+def _supports_karras(class_name: str) -> bool:
+    return "use_karras_sigmas" in inspect.signature(getattr(diffusers, class_name).__init__).parameters
+
+
+def builtin_names(karras: bool = True) -> list[str]:
+    """Every built-in name, and its ``-karras`` variant where the class supports Karras sigmas."""
+    names = list(BUILTINS)
+    if karras:
+        names += [n + KARRAS_SUFFIX for n, (cls, _) in BUILTINS.items() if _supports_karras(cls)]
+    return names
+
+
+def all_names() -> list[str]:
+    """Every name a ``--schedulers`` list takes (without options): ours, ours with ``-karras``, the built-ins."""
+    return sorted(SCHEDULERS) + [n + KARRAS_SUFFIX for n in sorted(SCHEDULERS)] + builtin_names()
+
+
+def resolve_names(text: str, extra_groups: dict[str, Callable[[], list[str]]] | None = None) -> list[str]:
+    """Expand a comma-separated ``--schedulers`` value: the groups ``ours`` (one name per diffusers-geo
+    scheduler class), ``builtins`` and ``all``, any ``extra_groups``, and single names (with options).
+    Duplicates are dropped; an unknown name is a ValueError listing the valid ones."""
+    groups: dict[str, Callable[[], list[str]]] = {"ours": scheduler_names, **(extra_groups or {})}
+    groups.update(builtins=builtin_names, all=lambda: scheduler_names() + builtin_names())
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part in groups:
+            names += groups[part]()
+        elif is_known(part):
+            names.append(part)
+        else:
+            choices = ", ".join(repr(g) for g in groups)
+            raise ValueError(f"unknown scheduler {part!r}; use {choices} or one of {all_names()}")
+    return list(dict.fromkeys(names))
+
+
+def parse_name(name: str) -> tuple[str, dict[str, Any]]:
+    """Split ``"er-sde:solver_order=2:use_karras_sigmas=True"`` into ``("er-sde", {...})``.
+
+    Options after ``:`` are config overrides; values are Python literals (``2``, ``0.5``, ``True``,
+    ``None``) or else plain strings (``noise_scale=ode``). A ``-karras`` suffix on one of our names is
+    ``use_karras_sigmas=True``.
+    """
+    base, *options = name.strip().split(":")
+    overrides = _key_values(options, name, "key=value")
+    if base not in SCHEDULERS and base.endswith(KARRAS_SUFFIX) and base[: -len(KARRAS_SUFFIX)] in SCHEDULERS:
+        base = base[: -len(KARRAS_SUFFIX)]
+        overrides = {"use_karras_sigmas": True, **overrides}
+    return base, overrides
+
+
+def split_gits(name: str) -> tuple[str, dict[str, Any] | None]:
+    """Split ``"unipc+gits/coeff=1.15/metric=dev"`` into ``("unipc", {"coeff": 1.15, "metric": "dev"})``.
+
+    A ``+gits`` suffix runs the sampler on a GITS schedule that the benchmark searches for its own model
+    (:func:`diffusers_geo.gits_schedule`; options after ``/`` are its keyword arguments, e.g. ``coeff``,
+    ``metric``, ``grid``, ``num_warmup``). Without the suffix the options are ``None``.
+    """
+    base, sep, rest = name.strip().partition(GITS_SUFFIX)
+    if not sep:
+        return name.strip(), None
+    return base, _key_values([o for o in rest.split("/") if o], name, "+gits/key=value")
+
+
+def _key_values(options: list[str], name: str, form: str) -> dict[str, Any]:
+    """``["k=v", ...]`` as a dict; values are Python literals, or else plain strings."""
+    values: dict[str, Any] = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"Bad option {option!r} in sampler {name!r}; write {form}.")
+        try:
+            values[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            values[key.strip()] = text.strip()
+    return values
+
+
+def is_known(name: str) -> bool:
+    """Whether :func:`make_scheduler` accepts ``name`` (with options)."""
+    try:
+        base, _ = parse_name(split_gits(name)[0])
+    except ValueError:
+        return False
+    return base in SCHEDULERS or base in builtin_names()

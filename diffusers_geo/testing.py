@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -45,9 +45,9 @@ from diffusers import (
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from .registry import SchedulerSpec, make_scheduler
+
 __all__ = [
-    "SchedulerSpec",
-    "make_scheduler",
     "tiny_clip_tokenizer",
     "tiny_ddpm_pipeline",
     "tiny_image",
@@ -57,9 +57,6 @@ __all__ = [
     "tiny_sdxl_pipelines",
 ]
 
-#: What the builders accept as ``scheduler``: an instance, a class, a ``config -> scheduler`` callable,
-#: or a name from :data:`diffusers_geo.SCHEDULERS`.
-SchedulerSpec = SchedulerMixin | type | Callable[[Mapping[str, Any]], SchedulerMixin] | str
 
 # Sizes shared by the builders (kept in one place so the shapes below stay consistent).
 TEXT_HIDDEN_SIZE = 32  # hidden size of every tiny CLIP text encoder (= UNet cross_attention_dim for SD)
@@ -111,25 +108,6 @@ def _seeded(seed: int, build: Callable[[], _M]) -> _M:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
-
-
-def make_scheduler(spec: SchedulerSpec, config: Mapping[str, Any]) -> SchedulerMixin:
-    """Turn a :data:`SchedulerSpec` into a scheduler instance, given the pipeline's default ``config``.
-
-    An instance is returned as is; a class is built with ``from_config(config)``; a string goes through
-    :func:`diffusers_geo.load_scheduler`; any other callable is called with ``config``.
-    """
-    if isinstance(spec, SchedulerMixin):
-        return spec
-    if isinstance(spec, type):
-        return spec.from_config(config)
-    if isinstance(spec, str):
-        from .registry import load_scheduler
-
-        return load_scheduler(spec, config)
-    if callable(spec):
-        return spec(config)
-    raise TypeError(f"Expected a scheduler, a scheduler class, a callable or a name, got {spec!r}.")
 
 
 def _install(pipe, spec: SchedulerSpec | None):

@@ -1,6 +1,6 @@
 """Train the packaged default model: a tiny DDPM ``UNet2DModel`` on scikit-learn's digits, on a CPU.
 
-Data: the 1,797 bundled 8×8 digits, scaled to [-1, 1] (:func:`diffusers_geo.default_model.digits_images`;
+Data: the 1,797 bundled 8×8 digits, scaled to [-1, 1] (:func:`diffusers_geo.data.digits_images`;
 ``--size 16`` upsamples them bilinearly). Model: a 2-level ``UNet2DModel`` (16 and 32 channels, one ResNet
 per level, attention only in the 4×4 middle block), ε-prediction, trained with the standard DDPM loss
 ``|ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)|²`` (Ho et al. 2020, Algorithm 1) under the standard DDPM schedule
@@ -17,7 +17,7 @@ machine shared with other jobs; see ``asset README.md`` next to the weights for 
     python examples/train_tiny_model.py --threads 1
 
 At the end the script scores ``--eval-samples`` 50-step DDPM samples of the trained model and of the same
-architecture with its random initial weights (:func:`diffusers_geo.default_model.score_digits`) and writes
+architecture with its random initial weights (:func:`diffusers_geo.models.default_model.score_digits`) and writes
 the numbers into the folder's README.md. ``--preview grid.png`` also writes the trained samples as a PNG;
 ``--steps 2 --eval-samples 0 --out /tmp/x`` is a smoke test.
 """
@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from diffusers_geo.default_model import DEFAULT_MODEL_SIZE, default_model_path, digits_images, score_digits
+from diffusers_geo.data import digits_images
+from diffusers_geo.models.default_model import DEFAULT_MODEL_SIZE, default_model_path, score_digits
 
 #: The architecture of the packaged model (about 164 K parameters).
 UNET_CONFIG = {
@@ -166,7 +167,7 @@ python examples/train_tiny_model.py {command}
 
 The run's settings and numbers (`wall_seconds`/`cpu_seconds`: the training loop on one thread of a
 2-core machine shared with other jobs; `final_loss`: the mean ε-MSE of the last {log_every} steps).
-`eval` scores {samples} samples of 50-step DDPM (seed 0) with `diffusers_geo.default_model.score_digits`,
+`eval` scores {samples} samples of 50-step DDPM (seed 0) with `diffusers_geo.models.default_model.score_digits`,
 for the trained model, the same network with its random initial weights, and real digits:
 `confidence` is the mean top-class probability of a logistic-regression digits classifier,
 `num_classes` the number of different digits it sees, `nn_rms` the median RMS distance (pixels in

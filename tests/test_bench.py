@@ -7,9 +7,11 @@ import json
 import pytest
 import torch
 
-from diffusers_geo.bench import digits_mixture, frechet_distance, load_config, make_sampler
-from diffusers_geo.bench.quality import DistributionScorer, sample, steps_for_nfe
+from diffusers_geo.bench import digits_mixture, frechet_distance, load_config
+from diffusers_geo.bench.quality import DistributionScorer
 from diffusers_geo.cli import main
+from diffusers_geo.registry import is_stochastic, make_scheduler
+from diffusers_geo.sampling import sample, steps_for_nfe
 
 
 def test_frechet_distance_closed_forms():
@@ -38,7 +40,7 @@ def test_exact_samples_score_near_zero_and_noise_scores_badly():
 @pytest.mark.parametrize("name, nfe, steps, calls", [("heun", 6, 3, 5), ("heun", 5, 3, 5), ("ddim", 6, 6, 6)])
 def test_steps_for_nfe_counts_model_calls(name, nfe, steps, calls):
     config = load_config("sd")
-    scheduler, _ = make_sampler(name, config)
+    scheduler = make_scheduler(name, config)
     assert steps_for_nfe(scheduler, nfe) == steps
     model = digits_mixture(config, size=8)
     scheduler.set_timesteps(steps)
@@ -47,24 +49,29 @@ def test_steps_for_nfe_counts_model_calls(name, nfe, steps, calls):
 
 
 def test_sampler_names():
-    scheduler, stochastic = make_sampler("dpmpp-2m-karras", load_config("sd"))
-    assert scheduler.config.use_karras_sigmas and not stochastic
-    assert make_sampler("euler-a", load_config("sd"))[1]
+    scheduler = make_scheduler("dpmpp-2m-karras", load_config("sd"))
+    assert scheduler.config.use_karras_sigmas and not is_stochastic(scheduler)
+    assert is_stochastic(make_scheduler("euler-a", load_config("sd")))
+    assert is_stochastic(make_scheduler("dpmpp-2m-sde", load_config("sd")))
+    assert is_stochastic(make_scheduler("er-sde", load_config("sd")))
+    assert not is_stochastic(make_scheduler("er-sde:noise_scale=ode", load_config("sd")))
     with pytest.raises(ValueError, match="valid names"):
-        make_sampler("ddim-karras", load_config("sd"))  # DDIM has no Karras sigmas
+        make_scheduler("ddim-karras", load_config("sd"))  # DDIM has no Karras sigmas
     with pytest.raises(ValueError, match="scheduler_config.json"):
         load_config("/no/such/path")
 
 
 def test_sampler_options():
-    scheduler, _ = make_sampler(
+    scheduler = make_scheduler(
         "sigma-ddim-karras:timestep_spacing=trailing:sigma_max=None", load_config("sd")
     )
     assert scheduler.config.use_karras_sigmas and scheduler.config.timestep_spacing == "trailing"
-    scheduler, _ = make_sampler("dpmpp-2m:solver_order=3:final_sigmas_type=zero", load_config("sd"))
+    scheduler = make_scheduler("dpmpp-2m:solver_order=3:final_sigmas_type=zero", load_config("sd"))
     assert scheduler.config.solver_order == 3 and scheduler.config.final_sigmas_type == "zero"
     with pytest.raises(ValueError, match="key=value"):
-        make_sampler("sigma-ddim:karras", load_config("sd"))
+        make_scheduler("sigma-ddim:karras", load_config("sd"))
+    with pytest.raises(ValueError, match="Did you mean 'solver_order'"):  # a typo is not ignored
+        make_scheduler("dpmpp-2m:solver_ordr=3", load_config("sd"))
 
 
 def test_bench_cli_end_to_end(tmp_path, capsys):

@@ -14,7 +14,8 @@ from diffusers import DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, 
 
 import diffusers_geo
 from diffusers_geo import SigmaDDIMScheduler, default_model_path, load_default_pipeline
-from diffusers_geo.default_model import DEFAULT_MODEL_SIZE, digits_images, score_digits
+from diffusers_geo.data import digits_images
+from diffusers_geo.models.default_model import DEFAULT_MODEL_SIZE, score_digits
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_BYTES = 5 * 1024 * 1024

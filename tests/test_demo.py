@@ -12,7 +12,7 @@ from PIL import Image
 
 from diffusers_geo import SCHEDULERS, default_model_path, load_default_pipeline, load_scheduler
 from diffusers_geo.cli import main
-from diffusers_geo.demo import MAIN_BUILTINS, generate, resolve_schedulers
+from diffusers_geo.cli.demo import MAIN_BUILTINS, generate, resolve_schedulers
 from diffusers_geo.registry import scheduler_names
 from diffusers_geo.testing import tiny_sd_pipeline
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from diffusers_geo.cli import main
-from diffusers_geo.generate import image_seeds
+from diffusers_geo.cli.generate import image_seeds
 from diffusers_geo.testing import accelerate_launch
 
 ARGS = ["--scheduler", "er-sde", "--steps", "3", "--num-images", "5", "--batch-size", "2", "--seed", "7"]

@@ -292,14 +292,14 @@ def test_gits_on_ddpm_pipeline_uses_its_unet():
 
 
 def test_benchmark_names_with_a_gits_schedule():
-    from diffusers_geo.bench.samplers import is_known, make_sampler, split_gits
+    from diffusers_geo.registry import is_known, is_stochastic, make_scheduler, split_gits
 
     assert split_gits("unipc+gits/coeff=1.0/metric=dev") == ("unipc", {"coeff": 1.0, "metric": "dev"})
     assert split_gits("geometric-heun:multistep=True+gits") == ("geometric-heun:multistep=True", {})
     assert split_gits("dpmpp-2m") == ("dpmpp-2m", None)
     assert is_known("geometric-heun:multistep=True+gits/coeff=1.0") and not is_known("nope+gits")
-    scheduler, stochastic = make_sampler("geometric-heun:multistep=True+gits", dict(SD))
-    assert scheduler.config.multistep and not stochastic
+    scheduler = make_scheduler("geometric-heun:multistep=True+gits", dict(SD))
+    assert scheduler.config.multistep and not is_stochastic(scheduler)
     with pytest.raises(ValueError, match=r"\+gits/key=value"):
         split_gits("unipc+gits/coeff")
 

@@ -15,7 +15,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
 from diffusers_geo import OptimalDenoiser, SigmaDDIMScheduler
-from diffusers_geo.bench.quality import frechet_distance, sample
+from diffusers_geo.bench.quality import frechet_distance
 from diffusers_geo.priors import (
     PFGMPPPrior,
     TruncatedPrior,
@@ -26,8 +26,9 @@ from diffusers_geo.priors import (
     truncated_schedule,
     truncated_sigmas,
 )
+from diffusers_geo.priors.fitting import FactorMixture, fit_factor_mixture, gaussian_kl, monte_carlo_kl
+from diffusers_geo.sampling import sample
 from diffusers_geo.schedules import karras_sigmas, spaced_timesteps
-from diffusers_geo.solvers.priors import FactorMixture, fit_factor_mixture, gaussian_kl, monte_carlo_kl
 from diffusers_geo.testing import SD_BETAS as SD
 
 SHAPE = (1, 4, 4)  # d = 16
@@ -365,20 +366,20 @@ def test_pfgmpp_latents_for_a_karras_scheduler():
 def test_bench_start_option():
     from diffusers_geo.bench import digits_mixture, load_config
     from diffusers_geo.bench.quality import common_noise, run_quality
-    from diffusers_geo.bench.samplers import make_sampler
     from diffusers_geo.bench.start import make_start
+    from diffusers_geo.registry import make_scheduler
 
     config = load_config("sd")
     model = digits_mixture(config, size=4)  # d = 16
     noise = common_noise(model, 0, 64)
     default = make_start(model)
-    scheduler, _ = make_sampler("dpmpp-2m", config)
+    scheduler = make_scheduler("dpmpp-2m", config)
     assert default.prepare(scheduler, 5, noise, 0) == (scheduler, noise)
 
     start = make_start(model, "gmm", 4.0)
     assert start.prior.config.num_components == 10 and start.prior.config.sigma == 4.0
     for name in ("sigma-ddim", "dpmpp-2m", "unipc-karras"):
-        scheduler, latents = start.prepare(make_sampler(name, config)[0], 5, noise, 0)
+        scheduler, latents = start.prepare(make_scheduler(name, config), 5, noise, 0)
         assert len(scheduler.timesteps) == 5
         sigma_start = float(scheduler.sigmas[0])
         assert sigma_start == pytest.approx(4.0, rel=0.02)  # integer timesteps round it
@@ -391,7 +392,7 @@ def test_bench_start_option():
     floor = start.floors(model, [0], 64)
     assert floor[0].sampler.startswith("exact PF-ODE from gmm") and "fd" in floor[0].metrics
     with pytest.raises(ValueError, match="gits"):
-        start.prepare(make_sampler("sigma-ddim", config)[0], 5, noise, 0, gits=True)
+        start.prepare(make_scheduler("sigma-ddim", config), 5, noise, 0, gits=True)
     with pytest.raises(ValueError, match="sigma-start"):
         make_start(model, "gmm", 100.0)
     with pytest.raises(ValueError, match="--prior"):

@@ -19,13 +19,13 @@ from diffusers_geo import (
     solve_probability_flow_ode,
 )
 from diffusers_geo.bench.problems import digits_mixture, load_config
-from diffusers_geo.bench.quality import sample
+from diffusers_geo.sampling import sample
+from diffusers_geo.schedules.log_linear import log_linear_timesteps
 from diffusers_geo.solvers.gradient_estimation import (
     corrected_denoised,
     corrected_epsilon,
     gradient_estimation_step,
     gradient_estimation_step_d,
-    log_linear_timesteps,
     noise_split,
 )
 from diffusers_geo.testing import DDPM_BETAS as DDPM

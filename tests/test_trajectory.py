@@ -18,13 +18,10 @@ from diffusers import (
 from PIL import Image
 
 from diffusers_geo import OptimalDenoiser, SigmaDDIMScheduler, TrajectoryRecorder, solve_probability_flow_ode
-from diffusers_geo.analyze import pipeline_decoder, plot_curves, plot_denoised_grid, plot_trajectory_plane
 from diffusers_geo.bench import digits_mixture, load_config
 from diffusers_geo.cli import main
-from diffusers_geo.parameterization import DiscreteVP
-from diffusers_geo.schedules import karras_sigmas
-from diffusers_geo.testing import tiny_ddpm_pipeline, tiny_sd_pipeline
-from diffusers_geo.trajectory import (
+from diffusers_geo.cli.analyze import pipeline_decoder, plot_curves, plot_denoised_grid, plot_trajectory_plane
+from diffusers_geo.diagnostics.trajectory import (
     chord_deviation,
     chord_length,
     convergence_step,
@@ -36,6 +33,9 @@ from diffusers_geo.trajectory import (
     supports_step_end_callback,
     trajectory_length,
 )
+from diffusers_geo.parameterization import DiscreteVP
+from diffusers_geo.schedules import karras_sigmas
+from diffusers_geo.testing import tiny_ddpm_pipeline, tiny_sd_pipeline
 
 DDPM_CONFIG = {k: v for k, v in load_config("ddpm").items() if k != "_class_name"}
 
@@ -340,7 +340,7 @@ def test_clear_errors():
 def test_analyze_command(tmp_path, capsys):
     out = tmp_path / "analyze"
     code = main(
-        ["analyze", "--model", "tiny", "--steps", "8", "--samples", "3", "--size", "8", "--out", str(out)]
+        ["analyze", "--model", "default", "--steps", "8", "--samples", "3", "--size", "8", "--out", str(out)]
     )
     assert code == 0
     printed = capsys.readouterr().out

@@ -3,15 +3,11 @@
 from .overhead import run_overhead
 from .problems import digits_mixture, load_config
 from .quality import frechet_distance, run_quality
-from .samplers import all_names, builtin_names, make_sampler
 
 __all__ = [
-    "all_names",
-    "builtin_names",
     "digits_mixture",
     "frechet_distance",
     "load_config",
-    "make_sampler",
     "run_overhead",
     "run_quality",
 ]

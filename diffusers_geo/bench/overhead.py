@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .samplers import make_sampler
+from ..registry import make_scheduler
 
 SHAPES: tuple[tuple[int, ...], ...] = ((1, 4, 64, 64), (1, 3, 256, 256))
 BASELINE = "dpmpp-2m"
@@ -19,7 +19,7 @@ def time_steps(
     name: str, config: dict[str, Any], shape: Sequence[int], steps: int, repeats: int, device: str
 ) -> float:
     """Median over ``repeats`` of the mean wall time of one ``step`` (no model: a fixed random output)."""
-    scheduler, _ = make_sampler(name, config)
+    scheduler = make_scheduler(name, config)
     gen = torch.Generator(device).manual_seed(0)
     sample = torch.randn(*shape, generator=gen, device=device)
     output = torch.randn(*shape, generator=gen, device=device)

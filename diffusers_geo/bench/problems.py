@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from ..data import digits_images, digits_labels
 from ..models import OptimalDenoiser
+from ..schedules import SCHEDULE_KEYS
 
 # Stable Diffusion 1.x scheduler config (PNDMScheduler in the checkpoints) and the DDPM pixel config.
 SD_CONFIG: dict[str, Any] = {
@@ -34,14 +35,6 @@ DDPM_CONFIG: dict[str, Any] = {
     "variance_type": "fixed_small",
     "trained_betas": None,
 }
-SCHEDULE_KEYS = (
-    "num_train_timesteps",
-    "beta_start",
-    "beta_end",
-    "beta_schedule",
-    "trained_betas",
-    "rescale_betas_zero_snr",
-)
 
 
 def load_config(name_or_path: str, prediction_type: str = "epsilon") -> dict[str, Any]:
@@ -71,14 +64,7 @@ def digits_mixture(
     The 1,797 8x8 digits are scaled to [-1, 1] and upsampled (bilinear) to ``size`` x ``size``; each class
     becomes one component with its mean, its per-pixel variance (floored at 1e-4) and its frequency as weight.
     """
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as err:  # pragma: no cover
-        raise ImportError("The benchmark needs scikit-learn: pip install 'diffusers-geo[bench]'") from err
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float64)[:, None] / 8.0 - 1.0
-    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    labels = torch.tensor(digits.target)
+    images, labels = digits_images(size, torch.float64), digits_labels()
     means = torch.stack([images[labels == c].mean(0) for c in range(10)])
     variances = torch.stack([images[labels == c].var(0) for c in range(10)]).clamp_min(1e-4)
     weights = torch.bincount(labels, minlength=10).double()

@@ -14,7 +14,6 @@ Repeating over seeds gives the spread (the noise band): a difference smaller tha
 
 from __future__ import annotations
 
-import inspect
 import math
 import statistics
 from collections.abc import Sequence
@@ -23,9 +22,11 @@ from typing import Any
 
 import torch
 
+from ..gits import gits_schedule
 from ..models import OptimalDenoiser
+from ..registry import is_stochastic, make_scheduler, split_gits
+from ..sampling import sample, steps_for_nfe
 from ..solvers.reference import solve_probability_flow_ode
-from .samplers import make_sampler, split_gits
 
 
 @dataclass
@@ -85,31 +86,6 @@ class DistributionScorer:
         return fd, 0.5 * float((freq - weights).abs().sum())
 
 
-def steps_for_nfe(scheduler, nfe: int) -> int | None:
-    """Largest ``num_inference_steps`` whose schedule makes at most ``nfe`` model calls."""
-    for steps in range(nfe, 0, -1):
-        scheduler.set_timesteps(steps)
-        if len(scheduler.timesteps) <= nfe:
-            return steps
-    return None
-
-
-def sample(scheduler, model: OptimalDenoiser, noise: torch.Tensor, generator: torch.Generator | None):
-    """Run one pipeline-style loop; returns ``(final sample, model calls, VP model input at the start, t0)``."""
-    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
-    x = noise * scheduler.init_noise_sigma
-    calls, start = 0, None
-    for t in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(x, t)
-        if start is None:
-            start = (model_input, t)
-        output = model(model_input, t).sample
-        calls += 1
-        kwargs = {"generator": generator} if takes_generator else {}
-        x = scheduler.step(output, t, x, **kwargs).prev_sample
-    return x, calls, start
-
-
 def common_noise(model: OptimalDenoiser, seed: int, num_samples: int) -> torch.Tensor:
     """The initial N(0, I) noise every sampler (and the floors) starts from for ``seed``."""
     generator = torch.Generator().manual_seed(seed)
@@ -141,7 +117,6 @@ class GITSCache:
         self.model, self.config, self.progress, self.cache = model, config, progress, {}
 
     def schedule(self, num_steps: int, options: dict[str, Any]):
-        from ..gits import gits_schedule
 
         key = (num_steps, tuple(sorted(options.items())))
         if key not in self.cache:
@@ -168,7 +143,7 @@ def run_quality(
 ) -> tuple[list[Run], list[Summary]]:
     """Score every sampler at every NFE on every seed; returns the runs and their mean/std summaries.
     ``start`` (a :class:`~diffusers_geo.bench.start.BenchStart`) replaces the ``N(0, I)`` start."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # optional dependency, imported when used
 
     references, scores = ReferenceCache(model), DistributionScorer(model)
     gits = GITSCache(model, config)
@@ -176,7 +151,8 @@ def run_quality(
     stochastic: dict[str, bool] = {}
     jobs = [(name, nfe, seed) for name in samplers for nfe in nfes for seed in seeds]
     for name, nfe_target, seed in tqdm(jobs, desc="bench", disable=not progress):
-        scheduler, stochastic[name] = make_sampler(name, config)
+        scheduler = make_scheduler(name, config)
+        stochastic[name] = is_stochastic(scheduler)
         steps = steps_for_nfe(scheduler, nfe_target)
         if steps is None:
             continue

@@ -41,10 +41,10 @@ def markdown_table(summaries: Sequence[Summary], metric: str, nfes: Sequence[int
 
 def plot(summaries: Sequence[Summary], path: Path, title: str) -> None:
     """Error vs NFE (log scale), one panel per metric, shaded band = ± one std over seeds."""
-    import matplotlib
+    import matplotlib  # optional dependency, imported when used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional dependency, imported when used
 
     metrics = ["rmse", "fd", "mode_error"]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.5))

@@ -44,6 +44,7 @@ from ..schedules import (
     spaced_timesteps,
     training_sigmas,
 )
+from ..schedules.ode_jump import OdeJump, ode_jump
 from .options import Betas, Bool, Check, Choice, Int, Real
 
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
@@ -67,23 +68,6 @@ class GeoSchedulerOutput(BaseOutput):
 
 
 NoiseSource = Callable[[], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class OdeJump:
-    """Where an ODE-Jump run ends (see ``jump_sigma`` / ``jump_step`` of :class:`GeoScheduler`).
-
-    Args:
-        step: index of the solver step whose noise level the run jumps from (0-based).
-        sigma: that noise level; the run returns the denoiser output ``D(y, sigma)`` there.
-        nfe: model calls of the truncated run.
-        nfe_saved: model calls saved versus the full schedule.
-    """
-
-    step: int
-    sigma: float
-    nfe: int
-    nfe_saved: int
 
 
 def scheduler_config(init: Callable) -> Callable:
@@ -361,11 +345,15 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
     def reset_state(self) -> None:
         """Clear per-run solver state (history, stored derivatives). Called by ``set_timesteps``."""
 
-    def jump_output(self, y: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
-        """What ODE-Jump returns at its last call: the denoiser output ``denoised = D(y, sigma)``. A solver
-        that corrects ``y`` at every call with its stored state (the multistep GeometricHeun) returns the
-        output at its corrected point, as its own final step would."""
-        return denoised
+    def schedule_sigmas(self, sigmas: torch.Tensor, given: str) -> torch.Tensor:
+        """The N + 1 step sigmas of the run, from the ones the shared options give. ``given`` says how the
+        schedule was asked for: ``"steps"`` (``num_inference_steps``), ``"timesteps"`` or ``"sigmas"``; a
+        sampler with a schedule of its own (gradient estimation's log-linear one) replaces only ``"steps"``."""
+        return sigmas
+
+    def plan(self, sigmas: torch.Tensor) -> None:
+        """Check and precompute what the solver needs for the run's call-level ``sigmas`` (e.g. ER-SDE's
+        coefficients). Raising here leaves the scheduler without a schedule, never half-built."""
 
     def call_sigmas(self, sigmas: torch.Tensor) -> torch.Tensor:
         """Noise levels of the model calls, plus the terminal one, for the N + 1 step ``sigmas``.
@@ -462,7 +450,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             sigmas: custom decreasing noise levels, N + 1 values *including* the terminal one (0 for a
                 final denoising step), as diffusers' Euler, k-diffusion and ComfyUI take them.
         """
-        given = [
+        passed = [
             name
             for name, v in (
                 ("num_inference_steps", num_inference_steps),
@@ -471,11 +459,12 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             )
             if v is not None
         ]
-        if len(given) != 1:
+        if len(passed) != 1:
             raise ValueError(
                 "Pass exactly one of `num_inference_steps`, `timesteps` or `sigmas` to set_timesteps, "
-                f"got {given or 'none'}."
+                f"got {passed or 'none'}."
             )
+        given = {"num_inference_steps": "steps"}.get(passed[0], passed[0])
         cfg, param = self.config, self.parameterization
         respacing = next(
             (
@@ -530,52 +519,30 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 sigmas = respace_sigmas(respacing, lo, hi, n)
             sigmas = append_terminal(sigmas, self._terminal_sigma())
 
-        sigmas, self.ode_jump = self._ode_jump(self.prepare_sigmas(sigmas))
+        sigmas = self.schedule_sigmas(sigmas, given)
+        sigmas, jump = ode_jump(sigmas, cfg.jump_sigma, cfg.jump_step, lambda s: len(self.call_sigmas(s)) - 1)
+        calls = self.call_sigmas(sigmas)
+        try:
+            self.plan(calls)
+        except Exception:
+            self.sigmas = self.num_inference_steps = self.ode_jump = None
+            raise
+        if jump is not None:
+            logger.info(
+                f"ODE-Jump: the run returns the denoiser output at sigma={jump.sigma:.4g} (step {jump.step}) "
+                f"after {jump.nfe} model calls, saving {jump.nfe_saved} of {jump.nfe + jump.nfe_saved}."
+            )
+        self.ode_jump = jump
         self.num_inference_steps = len(sigmas) - 1
-        self.sigmas = self.call_sigmas(sigmas)
-        self.timesteps = param.timestep_of(self.sigmas[:-1]).to(torch.float32).to(device)
+        self.sigmas = calls
+        self.timesteps = param.timestep_of(calls[:-1]).to(torch.float32).to(device)
         self._step_index = None
         self._begin_index = None
         self._nonfinite_step = None
         self.reset_state()
 
-    def prepare_sigmas(self, sigmas: torch.Tensor) -> torch.Tensor:
-        """Last look at the N + 1 sigmas before they are used (a hook for schedule options)."""
-        return sigmas
-
     def _terminal_sigma(self) -> float:
         return 0.0 if self.config.final_sigmas_type == "zero" else self.parameterization.sigma_min
-
-    def _ode_jump(self, sigmas: torch.Tensor) -> tuple[torch.Tensor, OdeJump | None]:
-        """Cut ``sigmas`` for ODE-Jump: keep the levels down to the jump step, then go to 0."""
-        jump_sigma, jump_step = self.config.jump_sigma, self.config.jump_step
-        if jump_sigma is None and jump_step is None:
-            return sigmas, None
-        levels = sigmas[:-1]  # where the model is called; sigmas[-1] is the terminal level
-        if jump_step is not None:
-            if jump_step >= len(levels):
-                raise ValueError(
-                    f"jump_step={jump_step} is outside the schedule: it has {len(levels)} steps "
-                    f"(jump_step 0 to {len(levels) - 1})."
-                )
-            step = jump_step
-        else:
-            lo, hi = float(levels[-1]), float(levels[0])
-            tol = 1e-9 * hi
-            if not lo - tol <= jump_sigma <= hi + tol:
-                raise ValueError(
-                    f"jump_sigma={jump_sigma:g} is outside the schedule: its noise levels run from {hi:.6g} "
-                    f"down to {lo:.6g}. Choose jump_sigma in that range (or jump_step)."
-                )
-            step = int((levels <= jump_sigma + tol).nonzero()[0])
-        cut = torch.cat([sigmas[: step + 1], sigmas.new_zeros(1)])
-        nfe, full = len(self.call_sigmas(cut)) - 1, len(self.call_sigmas(sigmas)) - 1
-        jump = OdeJump(step=step, sigma=float(sigmas[step]), nfe=nfe, nfe_saved=full - nfe)
-        logger.info(
-            f"ODE-Jump: the run returns the denoiser output at sigma={jump.sigma:.4g} (step {step}) after "
-            f"{nfe} model calls, saving {jump.nfe_saved} of {full}."
-        )
-        return cut, jump
 
     # ----------------------------------------------------------------------------------------------
     # the VP interface
@@ -644,11 +611,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 return variance_noise.to(device=y.device, dtype=dtype)
             return randn_tensor(y.shape, generator=generator, device=y.device, dtype=dtype)
 
-        if self.ode_jump is not None and index == len(self.timesteps) - 1:
-            # ODE-Jump: the Euler step to sigma = 0 returns D exactly
-            y_next = pred_original = self.jump_output(y, denoised, sigma)
-        else:
-            y_next, pred_original = self.solver_step(y, denoised, sigma, sigma_next, noise)
+        y_next, pred_original = self.solver_step(y, denoised, sigma, sigma_next, noise)
         prev_sample = y_next.mul(self.parameterization.alpha(sigma_next)).to(sample.dtype)
         pred_original = pred_original.to(sample.dtype)
         self._step_index = index + 1

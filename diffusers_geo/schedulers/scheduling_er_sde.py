@@ -114,17 +114,17 @@ class ERSDEScheduler(GeoScheduler):
         return cfg.noise_scale != "ode" and cfg.eta > 0 and cfg.s_noise > 0
 
     def reset_state(self) -> None:
-        """Clear the multistep history and precompute every step's coefficients for ``self.sigmas``."""
+        """Forget the multistep history."""
         self._history: list[tuple[float, torch.Tensor]] = []
-        self._coefficients: list[ERSDECoefficients] = []
-        if self.sigmas is None:
-            return
-        sigmas = self.sigmas.tolist()
+
+    def plan(self, sigmas: torch.Tensor) -> None:
+        """Refuse a noise scale that is inadmissible on the schedule, and precompute every step's
+        coefficients (they depend on the schedule only)."""
+        sigmas = sigmas.tolist()
         positive = [s for s in sigmas if s > 0]
         bad = inadmissible_range(self._log_phi, min(positive), max(positive))
         if bad is not None:
             lo, hi, worst = bad
-            self.sigmas, self.num_inference_steps = None, None
             raise ValueError(
                 f"noise_scale {self.config.noise_scale!r} (eta={self.config.eta}) is not admissible for sigma "
                 f"in [{lo:.4g}, {hi:.4g}] of this schedule: its elasticity d log phi / d log sigma falls to "
@@ -132,7 +132,9 @@ class ERSDEScheduler(GeoScheduler):
                 "(ER-SDE, arXiv 2309.06169, Sec. 3.1). Use a schedule with a smaller sigma_max or another "
                 "noise_scale."
             )
-        self._coefficients = schedule_coefficients(self._log_phi, sigmas, self.config.quadrature)
+        self._coefficients: list[ERSDECoefficients] = schedule_coefficients(
+            self._log_phi, sigmas, self.config.quadrature
+        )
 
     def solver_step(
         self, y: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float, noise: NoiseSource

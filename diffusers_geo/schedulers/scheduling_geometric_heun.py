@@ -142,12 +142,6 @@ class GeometricHeunScheduler(GeoScheduler):
         denoised = transfer_correction(denoised, correction, sigma, float(self.config.sigma_data))
         return y + correction, denoised
 
-    def jump_output(self, y: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
-        """ODE-Jump with ``multistep=True`` returns the corrected denoiser output, like the final step."""
-        if not self.config.multistep:
-            return denoised
-        return self._corrected(self._step_index, self._stored, y, denoised, sigma)[1]
-
     def _multistep(self, index: int, stored: tuple | None, y, denoised, sigma: float, sigma_next: float):
         """One call of the multistep variant: correct the last step, then predict the next point."""
         follows = stored is not None and stored[0] == index - 1

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
-
 import torch
 
 from ..parameterization import to_epsilon
 from ..schedules import append_terminal
+from ..schedules.log_linear import LOG_LINEAR_ENDS, log_linear_timesteps
 from ..solvers.gradient_estimation import (
-    LOG_LINEAR_ENDS,
     corrected_denoised,
     corrected_epsilon,
     gradient_estimation_step,
-    log_linear_timesteps,
 )
 from .base import GeoScheduler, NoiseSource, scheduler_config
 from .options import Choice, Real
 
 SCHEDULES = ("log-linear", "spacing")
 DEFAULT_START_SIGMA_CAP = 40.0  # the start sigma of the paper's CIFAR-10 runs (authors' experiment code)
-_SET_TIMESTEPS = inspect.signature(GeoScheduler.set_timesteps)
 
 
 class ProjectionDDIMScheduler(GeoScheduler):
@@ -86,7 +81,6 @@ class ProjectionDDIMScheduler(GeoScheduler):
         log_linear_end: str = "geometric-mean",
         **base_config,
     ):
-        self._custom_schedule = False
         super().__init__(**base_config)
 
     @property
@@ -105,18 +99,11 @@ class ProjectionDDIMScheduler(GeoScheduler):
         self._eps_prev: torch.Tensor | None = None
         self._eps_prev_index: int | None = None
 
-    @functools.wraps(GeoScheduler.set_timesteps)  # the base's signature and docs (pipelines inspect them)
-    def set_timesteps(self, *args, **kwargs) -> None:
-        given = _SET_TIMESTEPS.bind(self, *args, **kwargs).arguments
-        # custom timesteps= / sigmas= are used as given; only a step count gets the log-linear schedule
-        self._custom_schedule = given.get("timesteps") is not None or given.get("sigmas") is not None
-        super().set_timesteps(*args, **kwargs)
-
-    def prepare_sigmas(self, sigmas: torch.Tensor) -> torch.Tensor:
+    def schedule_sigmas(self, sigmas: torch.Tensor, given: str) -> torch.Tensor:
         """Replace the spaced schedule by the paper's log-linear one (unless custom or respaced)."""
         cfg = self.config
         respaced = cfg.use_karras_sigmas or cfg.use_exponential_sigmas or cfg.use_beta_sigmas
-        if cfg.schedule != "log-linear" or respaced or self._custom_schedule:
+        if cfg.schedule != "log-linear" or respaced or given != "steps":
             return sigmas
         train_sigmas = self.parameterization.train_sigmas
         t = log_linear_timesteps(len(sigmas) - 1, train_sigmas, self.start_sigma, cfg.log_linear_end)

@@ -3,7 +3,7 @@
 One module per paper. Each update is a few lines that cite the equation it implements.
 """
 
-from .euler import euler_step, ode_direction
+from .euler import euler_step
 from .geometric import heun_step, intermediate_sigma, multistep_step
 
-__all__ = ["euler_step", "heun_step", "intermediate_sigma", "multistep_step", "ode_direction"]
+__all__ = ["euler_step", "heun_step", "intermediate_sigma", "multistep_step"]

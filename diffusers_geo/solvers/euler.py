@@ -14,11 +14,6 @@ from __future__ import annotations
 import torch
 
 
-def ode_direction(y: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``dy/dsigma = (y - D) / sigma`` (Karras et al. 2022, eq. 3 with s=1, sigma(t)=t)."""
-    return (y - denoised) / sigma
-
-
 def euler_step(y: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
     """One Euler/DDIM step from ``sigma`` to ``sigma_next`` as the convex combination above."""
     ratio = sigma_next / sigma

@@ -19,6 +19,15 @@ import numpy as np
 import torch
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+#: the config keys that define a model's training noise schedule (what an exact denoiser or a teacher needs)
+SCHEDULE_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "rescale_betas_zero_snr",
+)
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 SIGMA_SPACINGS = ("karras", "exponential", "beta")
 
@@ -97,7 +106,7 @@ def exponential_sigmas(sigma_min: float, sigma_max: float, n: int) -> torch.Tens
 def beta_sigmas(sigma_min: float, sigma_max: float, n: int, a: float = 0.6, b: float = 0.6) -> torch.Tensor:
     """Beta-distribution spacing (arXiv 2407.12173); needs scipy."""
     try:
-        from scipy.stats import beta as beta_dist
+        from scipy.stats import beta as beta_dist  # optional dependency, imported when used
     except ImportError as err:  # pragma: no cover - exercised only without scipy
         raise ImportError("use_beta_sigmas needs scipy: pip install scipy") from err
     ppf = beta_dist.ppf(1 - np.linspace(0, 1, n), a, b)

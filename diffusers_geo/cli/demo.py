@@ -33,42 +33,30 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import numpy as np
 import torch
 from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageDraw, ImageFont
 
-from ._help import plain
-from .bench.quality import sample as sample_loop
-from .bench.quality import steps_for_nfe
-from .bench.samplers import make_sampler, resolve_names
-from .default_model import default_model_path
-from .registry import SCHEDULERS
+from .. import __version__
+from .._help import plain
+from ..models.default_model import default_model_path
+from ..registry import SCHEDULERS, is_stochastic, make_scheduler, resolve_names
+from ..sampling import sample as sample_loop
+from ..sampling import steps_for_nfe
+from ._common import DTYPES, int_list, load_pipeline, resolve_device, resolve_dtype
 
 #: diffusers' built-ins the demo shows by default (``main`` in ``--schedulers``).
 MAIN_BUILTINS: tuple[str, ...] = ("ddim", "ddpm", "euler", "euler-a", "heun", "dpmpp-2m", "unipc")
 DEFAULT_SCHEDULERS = "ours,main"
 DEFAULT_NFE = (5, 10, 20)
 DEFAULT_PROMPT = "a photograph of an astronaut riding a horse"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _UNCONDITIONAL = (DDPMPipeline, DDIMPipeline)  # pipelines whose __call__ skips the VP-interface calls
 
 
-def _int_list(minimum: int):
-    def parse(text: str) -> list[int]:
-        try:
-            values = [int(v) for v in text.split(",") if v.strip()]
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
-        if not values or min(values) < minimum:
-            raise argparse.ArgumentTypeError(f"expected integers >= {minimum}, got {text!r}")
-        return values
-
-    return parse
-
-
-def add_demo_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``diffusers-geo demo`` on the ``subparsers`` of the main parser."""
     demo = subparsers.add_parser(
         "demo",
@@ -83,8 +71,8 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
         f"({', '.join(MAIN_BUILTINS)}), 'builtins', or names from `diffusers-geo bench --list`, with "
         "config overrides after colons (er-sde:solver_order=2)",
     )
-    demo.add_argument("--nfe", type=_int_list(1), default=list(DEFAULT_NFE), help="model calls, e.g. 5,10,20")
-    demo.add_argument("--seeds", type=_int_list(0), default=None, help="one image per seed, e.g. 0,1,2,3")
+    demo.add_argument("--nfe", type=int_list(1), default=list(DEFAULT_NFE), help="model calls, e.g. 5,10,20")
+    demo.add_argument("--seeds", type=int_list(0), default=None, help="one image per seed, e.g. 0,1,2,3")
     demo.add_argument("--num-images", type=int, default=8, help="seeds 0..N-1 when --seeds is not given")
     demo.add_argument(
         "--model",
@@ -117,32 +105,6 @@ def resolve_schedulers(text: str) -> list[str]:
     if not names:
         raise ValueError("--schedulers selects no scheduler")
     return names
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device, packaged: bool) -> torch.dtype:
-    if dtype != "auto":
-        return DTYPES[dtype]
-    return torch.float16 if device.type == "cuda" and not packaged else torch.float32
-
-
-def load_pipeline(model: str | None, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:
-    """The packaged digits ``DDPMPipeline`` (``model=None``) or any pipeline from the Hub or a folder."""
-    if model is None:
-        pipe = DDPMPipeline.from_pretrained(default_model_path(), dtype=dtype)
-    else:
-        pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
 
 
 def _denoiser(pipe: DiffusionPipeline) -> torch.nn.Module:
@@ -235,7 +197,7 @@ def compare(
     progress: bool = True,
 ) -> list[Cell]:
     """Run every sampler of ``names`` at every NFE of ``nfes`` on the same ``seeds``."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # optional dependency, imported when used
 
     original = pipe.scheduler
     base_config = dict(original.config)
@@ -244,7 +206,8 @@ def compare(
         for name in names:
             for nfe in nfes:
                 bar.set_postfix_str(f"{name} NFE {nfe}")
-                scheduler, stochastic = make_sampler(name, base_config)
+                scheduler = make_scheduler(name, base_config)
+                stochastic = is_stochastic(scheduler)
                 steps = steps_for_nfe(scheduler, nfe)
                 cell = Cell(name, type(scheduler).__name__, stochastic, nfe, steps)
                 if steps is not None:
@@ -339,7 +302,7 @@ def render_grid(cells: Sequence[Cell], title: str, ours: Sequence[str] = ()) -> 
 # --------------------------------------------------------------------------------------------------
 # the command
 # --------------------------------------------------------------------------------------------------
-def run_demo(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """``diffusers-geo demo``: compare the samplers, write ``demo.png`` and ``demo.json`` to ``--out``."""
     start = time.perf_counter()
     try:
@@ -408,8 +371,5 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _versions() -> dict[str, str]:
-    import diffusers
-
-    from . import __version__
 
     return {"diffusers_geo": __version__, "diffusers": diffusers.__version__, "torch": torch.__version__}

@@ -19,12 +19,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._help import plain
+from .._help import plain
+from ..gits import gits_schedule
+from ..registry import make_scheduler
+from ._common import check_counts, start_and_load
 
-__all__ = ["add_gits_parser", "run_gits"]
+__all__ = ["add_parser", "run"]
 
 
-def add_gits_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "gits",
         help="search a GITS time schedule for a pipeline (multi-GPU / multi-machine with accelerate launch)",
@@ -64,17 +67,13 @@ def add_gits_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def run_gits(args: argparse.Namespace) -> int:
-    from .generate import check_counts, start_and_load
-    from .gits import gits_schedule
+def run(args: argparse.Namespace) -> int:
 
     check_counts(args, ("steps", "num_warmup", "teacher_steps", "batch_size"))
     state, pipe = start_and_load(args.model)
     scheduler = pipe.scheduler
     if args.scheduler is not None:  # checked before the search
-        from .bench.samplers import make_sampler
-
-        scheduler = make_sampler(args.scheduler, dict(pipe.scheduler.config))[0]
+        scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     call = {"prompt": args.prompt, "guidance_scale": args.guidance_scale}
     schedule = gits_schedule(
         pipe,

@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from .parameterization import DiscreteVP, to_denoised
-from .schedules import training_sigmas
-from .solvers import euler_step
+from ..parameterization import DiscreteVP, to_denoised
+from ..schedules import training_sigmas
+from ..solvers import euler_step
 
 REDUCTIONS = ("projection", "subsample")
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]

@@ -456,7 +456,7 @@ class PFGMPPLaw:
     def radius_cdf(self, radius) -> np.ndarray:
         """CDF of the radius: ``BetaPrime(N/2, D/2).cdf((R / r)^2)``, ``chi_N(scale=sigma_max)`` for
         ``D = inf`` (needs scipy)."""
-        from scipy import stats
+        from scipy import stats  # optional dependency, imported when used
 
         radius = np.asarray(radius, dtype=np.float64)
         if self.gaussian:

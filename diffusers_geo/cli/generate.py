@@ -18,9 +18,12 @@ from typing import Any
 
 import torch
 
-from ._help import plain
+from .._help import plain
+from ..registry import make_scheduler
+from ._common import check_counts, start_and_load
+from ._common import settings as command_settings
 
-__all__ = ["add_generate_parser", "check_counts", "generate", "image_seeds", "run_generate", "start_and_load"]
+__all__ = ["add_parser", "image_seeds", "run"]
 
 
 def image_seeds(num_images: int, seed: int) -> list[int]:
@@ -28,7 +31,7 @@ def image_seeds(num_images: int, seed: int) -> list[int]:
     return [seed + i for i in range(num_images)]
 
 
-def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "generate",
         help="write N images with a diffusers-geo scheduler (multi-GPU / multi-machine with accelerate launch)",
@@ -45,27 +48,7 @@ def add_generate_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def check_counts(args: argparse.Namespace, names: tuple[str, ...]) -> None:
-    """ValueError unless every option in ``names`` (argparse dest names) is at least 1."""
-    for name in names:
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
-
-
-def start_and_load(model: str | None):
-    """This process's :class:`accelerate.PartialState` and the pipeline the demo loads (the packaged model,
-    or ``model`` in float16 on CUDA) on its device. Without a GPU, processes started by ``accelerate launch
-    --multi_gpu`` / torchrun talk over gloo on the CPU."""
-    from accelerate import PartialState
-
-    from .demo import load_pipeline, resolve_dtype
-
-    state = PartialState(cpu=not torch.cuda.is_available())
-    pipe = load_pipeline(model, state.device, resolve_dtype("auto", state.device, packaged=model is None))
-    return state, pipe
-
-
-def generate(pipe, seeds: list[int], steps: int, prompt: str | None) -> list:
+def _images(pipe, seeds: list[int], steps: int, prompt: str | None) -> list:
     """One pipeline call for ``seeds`` (one generator per image); returns PIL images."""
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     kwargs: dict[str, Any] = {"num_inference_steps": steps, "generator": generators}
@@ -76,23 +59,22 @@ def generate(pipe, seeds: list[int], steps: int, prompt: str | None) -> list:
     return pipe(**kwargs).images
 
 
-def run_generate(args: argparse.Namespace) -> int:
-    from .bench.samplers import make_sampler
+def run(args: argparse.Namespace) -> int:
 
     check_counts(args, ("steps", "num_images", "batch_size"))
     state, pipe = start_and_load(args.model)
-    pipe.scheduler = make_sampler(args.scheduler, dict(pipe.scheduler.config))[0]
+    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     seeds = image_seeds(args.num_images, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     with state.split_between_processes(list(enumerate(seeds))) as mine:
         for start in range(0, len(mine), args.batch_size):
             batch = mine[start : start + args.batch_size]
-            images = generate(pipe, [s for _, s in batch], args.steps, args.prompt)
+            images = _images(pipe, [s for _, s in batch], args.steps, args.prompt)
             for (index, _), image in zip(batch, images, strict=True):
                 image.save(args.out / f"{index:05d}.png")
     state.wait_for_everyone()
     if state.is_main_process:
-        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}
+        settings = command_settings(args)
         settings.update(
             num_processes=state.num_processes, seeds=seeds, scheduler_class=type(pipe.scheduler).__name__
         )

@@ -13,7 +13,7 @@ Caveat of ``DDPMPipeline.__call__`` itself: it neither multiplies the initial no
 ``scheduler.init_noise_sigma`` nor calls ``scale_model_input``, and it always passes ``generator=`` to
 ``step``. Schedulers with the VP interface work in it (``DDPMScheduler``, ``DDIMScheduler``,
 ``DPMSolverMultistepScheduler`` and every diffusers_geo scheduler); Euler/Heun-type schedulers and
-``UniPCMultistepScheduler`` need a loop that does both, such as :func:`diffusers_geo.demo.generate`.
+``UniPCMultistepScheduler`` need a loop that does both, such as :func:`diffusers_geo.cli.demo.generate`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMPipeline, SchedulerMixin
 
-__all__ = ["DigitsScore", "default_model_path", "digits_images", "load_default_pipeline", "score_digits"]
+from ..data import digits_images, load_digits
+from ..registry import make_scheduler
+
+__all__ = ["DigitsScore", "default_model_path", "load_default_pipeline", "score_digits"]
 
 #: Side of the packaged model's images: the digits' native 8×8.
 DEFAULT_MODEL_SIZE = 8
@@ -36,7 +39,7 @@ DEFAULT_MODEL_SIZE = 8
 
 def default_model_path() -> Path:
     """The folder of the packaged ``DDPMPipeline`` (inside the installed package; no download)."""
-    return Path(__file__).resolve().parent / "assets" / "tiny-digits"
+    return Path(__file__).resolve().parent.parent / "assets" / "tiny-digits"
 
 
 def load_default_pipeline(
@@ -63,52 +66,15 @@ def load_default_pipeline(
         )
     pipe = DDPMPipeline.from_pretrained(path, dtype=dtype or torch.float32)
     if scheduler is not None:
-        pipe.scheduler = _make_scheduler(scheduler, pipe.scheduler.config)
+        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if device is not None:
         pipe = pipe.to(device)
     return pipe
 
 
-def _make_scheduler(spec, config: Mapping[str, Any]) -> SchedulerMixin:
-    if isinstance(spec, SchedulerMixin):
-        return spec
-    if isinstance(spec, type):
-        return spec.from_config(config)
-    if isinstance(spec, str):
-        from .bench.samplers import make_sampler
-
-        return make_sampler(spec, dict(config))[0]
-    if callable(spec):
-        return spec(config)
-    raise TypeError(
-        f"scheduler must be a scheduler instance, a scheduler class, a callable or a name, got {spec!r}."
-    )
-
-
 # --------------------------------------------------------------------------------------------------
-# the training data and a recognisability score (both need scikit-learn: pip install "diffusers-geo[test]")
+# a recognisability score (needs scikit-learn: pip install "diffusers-geo[test]")
 # --------------------------------------------------------------------------------------------------
-def _load_digits():
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "The digits data set comes with scikit-learn: pip install 'diffusers-geo[test]'"
-        ) from err
-    return load_digits()
-
-
-def digits_images(size: int = DEFAULT_MODEL_SIZE, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """scikit-learn's 1,797 bundled 8×8 digits as a ``(1797, 1, size, size)`` tensor in [-1, 1].
-
-    Pixel values 0..16 map linearly to [-1, 1]; ``size != 8`` resizes bilinearly (``align_corners=False``).
-    """
-    images = torch.tensor(_load_digits().images, dtype=torch.float64)[:, None] / 8.0 - 1.0
-    if size != 8:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    return images.to(dtype)
-
-
 @dataclass(frozen=True)
 class DigitsScore:
     """How digit-like a batch of images is (see :func:`score_digits`)."""
@@ -134,12 +100,12 @@ def _classifier(size: int):
     Fitted on one BLAS thread: on a busy 2-core machine OpenBLAS's spinning threads made this fit take
     90 s instead of 2 s (measured).
     """
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
+    from sklearn.linear_model import LogisticRegression  # optional dependency, imported when used
+    from threadpoolctl import threadpool_limits  # optional dependency, imported when used
 
     train = _features(digits_images(size, torch.float64)).numpy()
     with threadpool_limits(1):
-        return LogisticRegression(max_iter=3000).fit(train, _load_digits().target)
+        return LogisticRegression(max_iter=3000).fit(train, load_digits().target)
 
 
 def score_digits(samples: torch.Tensor) -> DigitsScore:
@@ -150,7 +116,7 @@ def score_digits(samples: torch.Tensor) -> DigitsScore:
     the number of distinct predicted classes; ``nn_rms`` is the median distance to the nearest training
     image, compared with ``data_nn_rms``, the median leave-one-out distance among the real digits.
     """
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # optional dependency, imported when used
 
     size = samples.shape[-1]
     data = digits_images(size, torch.float64)

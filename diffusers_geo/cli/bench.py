@@ -1,30 +1,29 @@
-"""The diffusers-geo command line."""
+"""``diffusers-geo bench``: quality vs NFE on the exact denoiser of a digits Gaussian mixture, or the step
+overhead (``--overhead``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from ._help import plain
+import torch
+
+from ..bench import digits_mixture, load_config, run_overhead, run_quality
+from ..bench.overhead import overhead_table
+from ..bench.quality import floors, to_json
+from ..bench.report import markdown_table, plot
+from ..bench.start import make_start
+from ..registry import all_names
+from ..registry import resolve_names as resolve
+from ._common import int_list
+from ._common import settings as command_settings
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffusers-geo", description=plain(__doc__))
-    sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser(
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    bench = subparsers.add_parser(
         "bench",
         help="quality vs NFE on the exact denoiser of a digits Gaussian mixture, or --overhead",
         description="Compare samplers on common noise with the exact optimal denoiser; prints Markdown "
@@ -37,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "after colons, e.g. 'er-sde:solver_order=2:use_karras_sigmas=True'",
     )
     bench.add_argument(
-        "--nfe", type=_int_list, default=[5, 6, 8, 10, 15, 20], help="target NFEs, e.g. 5,10,20"
+        "--nfe", type=int_list(1), default=[5, 6, 8, 10, 15, 20], help="target NFEs, e.g. 5,10,20"
     )
     bench.add_argument("--config", default="sd", help="'sd', 'ddpm' or a scheduler_config.json path")
     bench.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction", "sample"])
@@ -65,23 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--list", action="store_true", help="list sampler names and exit")
     bench.add_argument("--no-progress", action="store_true")
-    from .generate import add_generate_parser
-
-    add_generate_parser(sub)
-    from .gits_cli import add_gits_parser
-
-    add_gits_parser(sub)
-    from .demo import add_demo_parser
-
-    add_demo_parser(sub)
-    from .analyze import add_analyze_parser
-
-    add_analyze_parser(sub)
-    return parser
+    return bench
 
 
 def resolve_names(text: str) -> list[str]:
-    from .bench.samplers import resolve_names as resolve
 
     try:
         return resolve(text)
@@ -89,11 +75,7 @@ def resolve_names(text: str) -> list[str]:
         raise SystemExit(f"diffusers-geo bench: {err}") from err
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    from .bench import all_names, digits_mixture, load_config, run_overhead, run_quality
-    from .bench.overhead import overhead_table
-    from .bench.quality import floors, to_json
-    from .bench.report import markdown_table, plot
+def run(args: argparse.Namespace) -> int:
 
     if args.list:
         print("\n".join(all_names()))
@@ -102,15 +84,13 @@ def run_bench(args: argparse.Namespace) -> int:
         raise SystemExit("diffusers-geo bench: --seeds must be >= 1 and --samples >= 2")
     names = resolve_names(args.schedulers)
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     try:
         config = load_config(args.config, args.prediction)
     except ValueError as err:
         raise SystemExit(f"diffusers-geo bench: {err}") from err
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings = command_settings(args)
     settings["schedulers"] = names
     command = "diffusers-geo " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("diffusers-geo") else None
 
@@ -122,7 +102,6 @@ def run_bench(args: argparse.Namespace) -> int:
 
     model = digits_mixture(config, size=args.size)
     seeds = list(range(args.seeds))
-    from .bench.start import make_start
 
     try:
         start = make_start(model, args.prior, args.sigma_start)
@@ -141,30 +120,3 @@ def run_bench(args: argparse.Namespace) -> int:
     plot(summaries, args.out / "quality_vs_nfe.png", title)
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'quality_vs_nfe.png'}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "bench":
-        return run_bench(args)
-    if args.command == "generate":
-        from .generate import run_generate
-
-        return run_generate(args)
-    if args.command == "gits":
-        from .gits_cli import run_gits
-
-        return run_gits(args)
-    if args.command == "demo":
-        from .demo import run_demo
-
-        return run_demo(args)
-    if args.command == "analyze":
-        from .analyze import run_analyze
-
-        return run_analyze(args)
-    return 2  # pragma: no cover - argparse enforces a command
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,269 @@
+"""A truncated start (Franzese et al., arXiv 2206.05173, §2–3): where a scheduler's run starts, the same
+schedule moved to start at ``sigma_T``, and the initial latents a pipeline takes for a prior's draws there.
+
+Sigma is the VE noise level of the package (``y = x / alpha = x0 + sigma * n``, ``sigma = sqrt((1 - abar) /
+abar)``; about 14.6 at Stable Diffusion's last timestep). The standard start is ``x ~ N(0, I)``, i.e. ``y ~
+N(0, (1 + sigma^2) I)``. Works on diffusers-geo schedulers and on diffusers' built-ins alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..parameterization import DiscreteVP
+from ..schedulers import SigmaDDIMScheduler
+from ..schedulers.base import GeoScheduler
+from ..schedules import SIGMA_SPACINGS, respace_sigmas, training_sigmas
+
+START_RTOL = 0.02  # a schedule "starts at" a prior's sigma if within 2% (integer timesteps round sigma)
+
+
+# ------------------------------------------------------------------------------------------------
+# where a scheduler starts, and how its pipeline wants the initial latents
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScheduleStart:
+    """The first noise level of a scheduler's run and the scale of the ``latents=`` a pipeline takes.
+
+    A pipeline multiplies ``latents`` by ``scheduler.init_noise_sigma`` and feeds the model
+    ``scale_model_input(sample)``, which must be the VP sample ``alpha(sigma) * y``. So the latents for a
+    sigma-space draw ``y`` are ``latent_scale * y`` with ``latent_scale = alpha / (c * init_noise_sigma)`` and
+    ``c`` the factor of ``scale_model_input``: ``alpha`` for VP-interface schedulers (DDIM, DPM-Solver,
+    UniPC, ours), ``1 / sigma`` for Euler/Heun-type (Karras) ones whose sample is ``y`` itself.
+    """
+
+    sigma: float
+    latent_scale: float
+
+
+def schedule_start(scheduler, **set_timesteps_kwargs: Any) -> ScheduleStart:
+    """Where ``scheduler`` starts after ``set_timesteps(**set_timesteps_kwargs)`` (probed on a copy)."""
+    if not set_timesteps_kwargs:
+        raise ValueError(
+            "Say how the pipeline will set the schedule: pass num_inference_steps=..., sigmas=... or "
+            "timesteps=... (the arguments the pipeline receives), or a TruncatedSchedule."
+        )
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise TypeError(
+            f"{type(scheduler).__name__} is not a discrete VP (DDPM-family) scheduler; priors need one "
+            "(Stable Diffusion 1.x/2.x/XL, DDPM/DDIM pixel models)."
+        )
+    probe = copy.deepcopy(scheduler)
+    probe.set_timesteps(**set_timesteps_kwargs)
+    t0 = probe.timesteps[0]
+    sigmas = getattr(probe, "sigmas", None)
+    if isinstance(sigmas, torch.Tensor) and sigmas.numel() > 1:
+        sigma = float(sigmas[0])
+    else:
+        vp = DiscreteVP(training_sigmas(torch.as_tensor(probe.alphas_cumprod)))
+        sigma = float(vp.sigma_of(torch.as_tensor(t0, dtype=torch.float64).reshape(1).cpu()))
+    c = float(probe.scale_model_input(torch.ones(1, dtype=torch.float64), t0).reshape(-1)[0])
+    init = float(probe.init_noise_sigma)
+    return ScheduleStart(sigma, DiscreteVP.alpha(sigma) / (c * init))
+
+
+@dataclass
+class TruncatedSchedule:
+    """A schedule that starts at ``sigma_start`` (from :func:`truncated_schedule`).
+
+    Attributes:
+        scheduler: the scheduler to install (the one given, or a copy with ``sigma_max`` overridden for
+            Karras/exponential/beta schedules of diffusers' built-ins).
+        sigmas: the noise levels the run steps through, float64 (terminal value last when the scheduler
+            stores one).
+        pipeline_kwargs: what to pass to the pipeline (and ``set_timesteps``): ``{"sigmas": [...]}``,
+            ``{"timesteps": [...]}`` or ``{"num_inference_steps": N}``.
+        num_inference_steps: the number of steps asked for.
+    """
+
+    scheduler: Any
+    sigmas: torch.Tensor
+    pipeline_kwargs: dict[str, Any]
+    num_inference_steps: int
+
+    @property
+    def sigma_start(self) -> float:
+        """The first noise level (with integer ``timesteps`` it is the requested one rounded)."""
+        return float(self.sigmas[0])
+
+
+def truncated_schedule(scheduler, num_inference_steps: int, sigma_start: float) -> TruncatedSchedule:
+    """The scheduler's own ``num_inference_steps``-step schedule, moved to start at ``sigma_start``.
+
+    * Karras / exponential / beta spacing: the same spacing between the schedule's smallest sigma and
+      ``sigma_start`` (for diffusers' built-ins through a ``sigma_max`` config override).
+    * Timestep spacings (``linspace``, ``leading``, ``trailing``): the timesteps scaled by
+      ``t(sigma_start) / t_0``, i.e. the same spacing on the shorter diffusion time ``[0, T']`` of paper B.
+
+    Works with every diffusers-geo scheduler (``sigmas=`` takes N + 1 values with the terminal one), with
+    diffusers' schedulers that take ``sigmas=`` (Euler) or ``timesteps=`` (DPM-Solver, Heun, DDPM; rounded
+    to integers, so ``sigma_start`` moves to the nearest timestep), and with any built-in using Karras,
+    exponential or beta sigmas. Raises a ``ValueError`` for the rest (DDIM, PNDM, UniPC, DEIS with
+    timestep spacing take neither argument in diffusers 0.42).
+    """
+    if not isinstance(num_inference_steps, (int, np.integer)) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}.")
+    sigma_start = float(sigma_start)
+    if not (sigma_start > 0 and math.isfinite(sigma_start)):
+        raise ValueError(f"sigma_start (sigma_T) must be a positive finite number, got {sigma_start}.")
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise TypeError(f"{type(scheduler).__name__} is not a discrete VP scheduler; cannot truncate it.")
+    vp = DiscreteVP(training_sigmas(torch.as_tensor(scheduler.alphas_cumprod)))
+    if sigma_start > vp.sigma_max * (1 + 1e-6):
+        raise ValueError(
+            f"sigma_start={sigma_start:.4g} is above the schedule's sigma_max={vp.sigma_max:.4g} (the noise level "
+            "of the last training timestep); the model was never trained there. Pick sigma_start <= sigma_max."
+        )
+    n = int(num_inference_steps)
+    full = copy.deepcopy(scheduler)
+    full.set_timesteps(n)
+    full_sigmas = torch.unique_consecutive(_schedule_sigmas(full, vp))  # Heun-type schedules repeat sigmas
+    positive = full_sigmas[:n][full_sigmas[:n] > 0]
+    sigma_low = float(positive.min())
+    if sigma_start <= sigma_low:
+        raise ValueError(
+            f"sigma_start={sigma_start:.4g} is not above the schedule's smallest sigma {sigma_low:.4g}; "
+            "nothing is left to sample."
+        )
+    kind = next((k for k in SIGMA_SPACINGS if getattr(scheduler.config, f"use_{k}_sigmas", False)), None)
+    t_full = vp.timestep_of(full_sigmas[:n])
+    t_trunc = t_full * (vp.timestep_of(torch.tensor([sigma_start]))[0] / t_full[0])
+    if kind is not None:
+        body = respace_sigmas(kind, sigma_low, sigma_start, n)
+    else:
+        body = vp.sigma_of(t_trunc)
+    terminal = full_sigmas[n : n + 1] if len(full_sigmas) > n else torch.zeros(1, dtype=torch.float64)
+
+    if isinstance(scheduler, GeoScheduler):
+        candidates = [(scheduler, {"sigmas": torch.cat([body, terminal]).tolist()})]
+    else:
+        params = inspect.signature(scheduler.set_timesteps).parameters
+        candidates = []
+        if kind is not None:
+            # diffusers re-defaults every key listed in _use_default_values: drop the list so sigma_max sticks
+            config = {k: v for k, v in scheduler.config.items() if k != "_use_default_values"}
+            override = type(scheduler).from_config({**config, "sigma_max": sigma_start})
+            candidates.append((override, {"num_inference_steps": n}))
+        if "sigmas" in params:
+            candidates.append((scheduler, {"sigmas": torch.cat([body, terminal]).tolist()}))
+        if "timesteps" in params and kind is None:
+            ints = t_trunc.round().long()
+            if len(ints.unique()) == len(ints):
+                candidates.append((scheduler, {"timesteps": ints.tolist()}))
+    for candidate, kwargs in candidates:
+        try:
+            probe = copy.deepcopy(candidate)
+            probe.set_timesteps(**kwargs)
+        except (ValueError, TypeError):
+            continue
+        sigmas = _schedule_sigmas(probe, vp)
+        if abs(float(sigmas[0]) / sigma_start - 1) <= START_RTOL:
+            return TruncatedSchedule(candidate, sigmas, kwargs, n)
+    raise ValueError(
+        f"{type(scheduler).__name__} with this config cannot start {n} steps at sigma={sigma_start:.4g}: it takes "
+        "neither a usable `sigmas=` nor `timesteps=` (or the integer timesteps collide), and has no Karras/"
+        "exponential/beta sigma_max. Use a diffusers_geo scheduler, EulerDiscreteScheduler, "
+        "DPMSolverMultistepScheduler, or set use_karras_sigmas=True; with integer timesteps use fewer steps."
+    )
+
+
+def truncated_sigmas(scheduler_or_config, num_inference_steps: int, sigma_start: float) -> torch.Tensor:
+    """The N + 1 sigmas (terminal included) of :func:`truncated_schedule` for a scheduler, or for a config
+    (``pipe.scheduler.config``) read as a diffusers-geo scheduler: pass them as ``sigmas=``."""
+    scheduler = scheduler_or_config
+    if not hasattr(scheduler, "set_timesteps"):
+        scheduler = SigmaDDIMScheduler.from_config(dict(scheduler_or_config))
+    schedule = truncated_schedule(scheduler, num_inference_steps, sigma_start)
+    if "sigmas" not in schedule.pipeline_kwargs:
+        raise ValueError(
+            f"{type(scheduler).__name__} does not take `sigmas=`; use truncated_schedule(...).pipeline_kwargs."
+        )
+    return torch.tensor(schedule.pipeline_kwargs["sigmas"], dtype=torch.float64)
+
+
+def _schedule_sigmas(scheduler, vp: DiscreteVP) -> torch.Tensor:
+    sigmas = getattr(scheduler, "sigmas", None)
+    if isinstance(sigmas, torch.Tensor) and sigmas.numel() > 1:
+        return sigmas.detach().cpu().to(torch.float64)
+    t = torch.as_tensor(scheduler.timesteps).detach().cpu().to(torch.float64)
+    return torch.cat([vp.sigma_of(t), torch.zeros(1, dtype=torch.float64)])
+
+
+class PipelineLatents:
+    """``initial_latents`` for any prior: what a prior provides is ``sample_shape`` (or ``None``),
+    ``_start_sigma`` (the ``sigma_T`` it insists on, or ``None``) and ``_draw(shape, sigma, generator)``
+    (float64 draws in sigma units)."""
+
+    sample_shape: tuple[int, ...] | None
+    _start_sigma: float | None = None
+
+    def _draw(self, shape: tuple[int, ...], sigma: float, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def initial_latents(
+        self,
+        scheduler,
+        batch_size: int = 1,
+        *,
+        shape: Sequence[int] | None = None,
+        generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        **set_timesteps_kwargs: Any,
+    ) -> torch.Tensor:
+        """Initial ``latents=`` for a pipeline: prior draws at the schedule's first sigma, scaled as the
+        scheduler expects (see :class:`ScheduleStart`).
+
+        Args:
+            scheduler: a :class:`TruncatedSchedule`, or the pipeline's scheduler together with the
+                schedule arguments the pipeline will get (``num_inference_steps=``, ``sigmas=`` or
+                ``timesteps=``).
+            batch_size: number of latents, or ``shape`` (checked against the prior's sample shape). The
+                pipeline's batch is ``len(prompts) * num_images_per_prompt``: make it match.
+            generator: a CPU generator (draws are made on the CPU in float64).
+            device, dtype: of the returned latents (the pipeline's).
+
+        Raises ``ValueError`` if the schedule does not start at the prior's ``sigma_T`` (within 2%), or if
+        ``shape`` does not match the prior's sample shape.
+        """
+        sample_shape = self.sample_shape
+        if isinstance(scheduler, TruncatedSchedule):
+            if set_timesteps_kwargs:
+                raise ValueError("Pass either a TruncatedSchedule or set_timesteps arguments, not both.")
+            scheduler, set_timesteps_kwargs = scheduler.scheduler, scheduler.pipeline_kwargs
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError(
+                "Pass a CPU torch.Generator: priors draw on the CPU in float64 (same latents on any device)."
+            )
+        if shape is not None:
+            shape = tuple(int(s) for s in shape)
+            if sample_shape is not None and shape[1:] != tuple(sample_shape):
+                raise ValueError(
+                    f"The pipeline's latents have shape {shape} but the prior's samples have shape "
+                    f"{tuple(sample_shape)} (fitted on latents of that size). Fit the prior on latents at the "
+                    "resolution you generate (height // vae_scale_factor, width // vae_scale_factor)."
+                )
+        else:
+            if sample_shape is None:
+                raise ValueError("This prior has no sample_shape: pass shape=(batch, C, H, W).")
+            if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+                raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+            shape = (int(batch_size), *sample_shape)
+        start = schedule_start(scheduler, **set_timesteps_kwargs)
+        expected = self._start_sigma
+        if expected is not None and abs(start.sigma / expected - 1) > START_RTOL:
+            raise ValueError(
+                f"The schedule starts at sigma={start.sigma:.4g} but the prior is for sigma_T={expected:.4g}. "
+                "Build the schedule with prior.truncated_schedule(scheduler, num_inference_steps) and pass "
+                "it here, or use prior.with_sigma(None) to start wherever the schedule starts."
+            )
+        y = self._draw(shape, start.sigma, generator)
+        return (y * start.latent_scale).to(device=device, dtype=dtype)

@@ -18,19 +18,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from diffusers import SchedulerMixin
+from diffusers import SchedulerMixin as SchedulerMixin
 
-from .registry import SCHEDULERS, load_scheduler
-from .schedulers import (
-    ERSDEScheduler,
-    GeometricHeunScheduler,
-    GeoScheduler,
-    GeoSchedulerOutput,
-    OdeJump,
-    ProjectionDDIMScheduler,
-    SigmaDDIMScheduler,
-    scheduler_config,
-)
+from .registry import SCHEDULERS as SCHEDULERS
+from .registry import load_scheduler as load_scheduler
+from .schedulers import ERSDEScheduler as ERSDEScheduler
+from .schedulers import GeometricHeunScheduler as GeometricHeunScheduler
+from .schedulers import GeoScheduler as GeoScheduler
+from .schedulers import GeoSchedulerOutput as GeoSchedulerOutput
+from .schedulers import OdeJump as OdeJump
+from .schedulers import ProjectionDDIMScheduler as ProjectionDDIMScheduler
+from .schedulers import SigmaDDIMScheduler as SigmaDDIMScheduler
+from .schedulers import __all__ as _SCHEDULER_NAMES
+from .schedulers import scheduler_config as scheduler_config
 
 __version__ = "0.1.0.dev0"
 
@@ -64,20 +64,7 @@ _LAZY = {
 #: lazily imported classes that report this package as their module (like the schedulers below)
 _STABLE_MODULE = ("OptimalDenoiser", "OptimalDenoiserOutput")
 
-__all__ = [  # the lazy names resolve through __getattr__
-    "ERSDEScheduler",
-    "GeoScheduler",
-    "GeoSchedulerOutput",
-    "GeometricHeunScheduler",
-    "OdeJump",
-    "ProjectionDDIMScheduler",
-    "SCHEDULERS",
-    "SchedulerMixin",
-    "SigmaDDIMScheduler",
-    "load_scheduler",
-    "scheduler_config",
-    *_LAZY,
-]
+__all__ = ["SCHEDULERS", "SchedulerMixin", "load_scheduler", *_SCHEDULER_NAMES, *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

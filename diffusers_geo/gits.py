@@ -555,17 +555,15 @@ class _Runner:
 
     def trajectories(self, teacher, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         record: list[tuple[torch.Tensor, torch.Tensor]] = []
-        solver_step = teacher.solver_step
 
-        def recording(y, denoised, sigma, sigma_next, noise_source):
+        def recording(y, denoised, sigma, sigma_next, y_next):
             record.append((y.detach(), denoised.detach()))
-            return solver_step(y, denoised, sigma, sigma_next, noise_source)
 
-        teacher.solver_step = recording
+        teacher.on_step = recording
         try:
             final = self.run(teacher, noise)
         finally:
-            del teacher.solver_step
+            teacher.on_step = None
         if len(record) != len(teacher.timesteps):
             raise RuntimeError(f"the teacher made {len(record)} steps, expected {len(teacher.timesteps)}")
         states = torch.stack([y for y, _ in record] + [final.to(record[0][0])])

@@ -352,32 +352,30 @@ def tiny_sdxl_pipelines(
     ).eval()
     vae = _tiny_vae(seed)
 
-    base = StableDiffusionXLPipeline(
+    # what base and refiner share: the VAE, the second text encoder and its tokenizer, no watermark
+    shared = dict(
         vae=vae,
-        text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
-        tokenizer=tokenizer,
         tokenizer_2=tokenizer_2,
-        unet=_sdxl_unet(2 * TEXT_HIDDEN_SIZE, num_time_ids=6, seed=seed),
-        scheduler=_sdxl_scheduler(),
         image_encoder=None,
         feature_extractor=None,
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )
+    base = StableDiffusionXLPipeline(
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=_sdxl_unet(2 * TEXT_HIDDEN_SIZE, num_time_ids=6, seed=seed),
+        scheduler=_sdxl_scheduler(),
+        **shared,
+    )
     refiner = StableDiffusionXLImg2ImgPipeline(
-        vae=vae,
         text_encoder=None,
-        text_encoder_2=text_encoder_2,
         tokenizer=None,
-        tokenizer_2=tokenizer_2,
         unet=_sdxl_unet(TEXT_HIDDEN_SIZE, num_time_ids=5, seed=seed + 2),
         scheduler=_sdxl_scheduler(),
-        image_encoder=None,
-        feature_extractor=None,
         requires_aesthetics_score=True,
-        force_zeros_for_empty_prompt=True,
-        add_watermarker=False,
+        **shared,
     )
     _install(base, scheduler)
     if isinstance(scheduler, SchedulerMixin):

@@ -15,8 +15,8 @@ from diffusers_geo import ERSDEScheduler, OptimalDenoiser, solve_probability_flo
 from diffusers_geo.solvers.er_sde import (
     NOISE_SCALES,
     backward_differences,
+    er_sde_multistep,
     er_sde_step,
-    er_sde_step_vp,
     history_weights,
     inadmissible_range,
     quadrature_nodes,
@@ -113,7 +113,8 @@ def test_vp_form_is_ve_form_in_y_coordinates():
     x, d, z, d1 = (torch.randn(3, 5, dtype=torch.float64) for _ in range(4))
     coeffs = step_coefficients(NOISE_SCALES["exp-power"], 3.0, 1.7, "gauss-legendre")
     a_s, a_t = 1 / math.sqrt(1 + 3.0**2), 1 / math.sqrt(1 + 1.7**2)
-    vp = er_sde_step_vp(x, d, a_s, a_t, coeffs, d1, None, z)
+    # eq. 11: x_t = (alpha_t / alpha_s) r x_s + alpha_t (C0 D + C1 D') + alpha_t std z
+    vp = (a_t / a_s) * coeffs.r * x + a_t * (coeffs.c0 * d + coeffs.c1 * d1) + a_t * coeffs.noise_std * z
     ve = a_t * er_sde_step(x / a_s, d, coeffs, d1, None, z)
     assert torch.allclose(vp, ve, atol=1e-14)
 
@@ -133,6 +134,11 @@ def test_fused_weights_equal_the_paper_form(order):
         coeffs.r * y + sum(w * d for w, (_, d) in zip(weights, history, strict=True)) + coeffs.noise_std * z
     )
     assert torch.allclose(paper, fused, atol=1e-12)
+    # what the scheduler runs: the same update through er_sde_multistep
+    ran = er_sde_multistep(y, history, coeffs, lambda: z)
+    assert torch.allclose(paper, ran, atol=1e-12)
+    no_noise = er_sde_step(y, history[0][1], coeffs, d1, d2)
+    assert torch.allclose(er_sde_multistep(y, history, coeffs, None), no_noise, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------------

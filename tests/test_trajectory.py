@@ -317,6 +317,12 @@ def test_clear_errors():
             with TrajectoryRecorder().watch(pipe.scheduler):
                 pass
     assert "step" not in vars(pipe.scheduler)
+    ours = SigmaDDIMScheduler.from_config(pipe.scheduler.config)  # watched through its on_step observer
+    with recorder.watch(ours):
+        with pytest.raises(RuntimeError, match="already has an on_step observer"):
+            with TrajectoryRecorder().watch(ours):
+                pass
+    assert ours.on_step is None
     with pytest.raises(ValueError, match="Nothing recorded"):
         recorder.trajectory()
     with pytest.raises(ValueError, match="same shape"):

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ..parameterization import DiscreteVP, to_denoised
+from ..schedulers import GeoScheduler
 from ..schedules import training_sigmas
 from ..solvers import euler_step
 
@@ -107,6 +108,10 @@ class TrajectoryRecorder:
       (``pipe(..., callback_on_step_end=recorder)`` inside ``watch``; :meth:`run` passes it for you): the
       callback then takes the final sample from the pipeline's ``latents``, i.e. after any change the
       pipeline makes after the step (inpainting re-noises the kept region there).
+
+    A diffusers-geo scheduler is not wrapped: it reports ``(y, D, sigma, sigma_next, y_next)`` to its
+    ``on_step`` observer, which the recorder sets while watching (exact, in the scheduler's own sigma
+    coordinates).
 
     Why wrap ``step`` instead of reading the callback alone: the callback sees the latents *after* a step
     but not the denoiser output of that step (pipelines do not pass ``pred_original_sample``), and
@@ -286,6 +291,10 @@ class TrajectoryRecorder:
             raise RuntimeError(
                 f"{type(scheduler).__name__}.step is already being recorded by another recorder."
             )
+        if isinstance(scheduler, GeoScheduler):
+            with self._observe(scheduler, reset):
+                yield self
+            return
         probe = _SchedulerProbe(scheduler)
         if reset:
             self.reset()
@@ -314,6 +323,30 @@ class TrajectoryRecorder:
                 scheduler.step = original
             else:
                 del scheduler.step
+            self._watched = None
+
+    @contextmanager
+    def _observe(self, scheduler: GeoScheduler, reset: bool) -> Iterator[TrajectoryRecorder]:
+        """A diffusers-geo scheduler reports ``(y, D, sigma, sigma_next, y_next)`` itself (its ``on_step``
+        observer): recorded exactly, in its own sigma coordinates."""
+        if scheduler.on_step is not None:
+            raise RuntimeError(
+                f"{type(scheduler).__name__} already has an on_step observer (another recorder?)."
+            )
+
+        def observe(y, denoised, sigma, sigma_next, y_next):
+            self.record(sigma, y, denoised)
+            self._last_scale = 1.0 / DiscreteVP.alpha(sigma_next)  # the pipeline's latents are alpha * y
+            self.record_final(y_next, sigma_next)
+
+        if reset:
+            self.reset()
+        scheduler.on_step = observe
+        self._watched = scheduler
+        try:
+            yield self
+        finally:
+            scheduler.on_step = None
             self._watched = None
 
     def run(self, pipe: Any, *args: Any, **kwargs: Any) -> Any:

@@ -315,6 +315,10 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         self._begin_index: int | None = None
         self._nonfinite_step: torch.Tensor | None = None
         self.ode_jump: OdeJump | None = None
+        #: the one observer of a run: called after every solver step with ``(y, D, sigma, sigma_next, y_next)``
+        #: in sigma coordinates (the sample and denoiser output the step started from, and its result);
+        #: GITS's teacher runs and TrajectoryRecorder set it, ``None`` when nobody watches
+        self.on_step: Callable[[torch.Tensor, torch.Tensor, float, float, torch.Tensor], None] | None = None
         self.reset_state()
 
     # ----------------------------------------------------------------------------------------------
@@ -612,6 +616,8 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             return randn_tensor(y.shape, generator=generator, device=y.device, dtype=dtype)
 
         y_next, pred_original = self.solver_step(y, denoised, sigma, sigma_next, noise)
+        if self.on_step is not None:
+            self.on_step(y, denoised, sigma, sigma_next, y_next)
         prev_sample = y_next.mul(self.parameterization.alpha(sigma_next)).to(sample.dtype)
         pred_original = pred_original.to(sample.dtype)
         self._step_index = index + 1

@@ -11,7 +11,7 @@ from ..solvers.er_sde import (
     NOISE_SCALES,
     QUADRATURES,
     ERSDECoefficients,
-    history_weights,
+    er_sde_multistep,
     inadmissible_range,
     log_phi_from_callable,
     schedule_coefficients,
@@ -58,19 +58,17 @@ class ERSDEScheduler(GeoScheduler):
             quadrature on the paper's 20-step EDM grid, the Riemann rules are off by up to ~1 % (C1) and ~6 %
             (C2) with 100 points and half that with 200, while Gauss-Legendre agrees to 1e-9
             (``tests/test_er_sde.py::test_quadrature_rules``); the coefficients are computed once in
-            ``set_timesteps``, so accuracy costs nothing at sampling time. On the exact-denoiser benchmark
-            (pixel DDPM config, same noise) it gives a lower Fréchet distance than ``"riemann-100"`` at every
-            NFE from 5 to 10 (1.284 / 0.746 / 0.316 / 0.231 vs 1.287 / 0.747 / 0.318 / 0.232,
-            ``docs/bench_er_sde.md``), a gain well inside the seed noise: the rule matters for fidelity to
-            the equations more than for image quality. Use the Riemann rules only to reproduce the official
-            code or ComfyUI.
+            ``set_timesteps``, so accuracy costs nothing at sampling time. On the exact-denoiser benchmark the
+            gain in image quality is inside the seed noise (``docs/er_sde.md``): the rule matters for fidelity
+            to the equations. Use the Riemann rules only to reproduce the official code or ComfyUI.
         **base_config: every option of :class:`GeoScheduler` (schedule, spacing, Karras sigmas, prediction
             type, ``final_sigmas_type``, ...).
 
-    The default schedule is the pipeline's own (its ``timestep_spacing``, no Karras sigmas): measured on the
-    exact-denoiser benchmark at NFE 5-10, it beats Karras (rho = 7), exponential (log-linear) sigmas and
-    "trailing" spacing on both the SD and the pixel DDPM config (at NFE 5 on the pixel config, sigma_max ~ 157:
-    FD 1.28 vs 4.03 with Karras sigmas; ``docs/bench_er_sde.md``).
+    The default schedule is the pipeline's own (its ``timestep_spacing``, no Karras sigmas): on the
+    exact-denoiser benchmark at NFE 5-10 it beats Karras (rho = 7), exponential (log-linear) sigmas and
+    "trailing" spacing on both the SD and the pixel DDPM config; Karras sigmas spend the first steps at a
+    very large sigma_max (157 on the pixel config), where a stochastic step wastes its noise
+    (``docs/er_sde.md``).
     """
 
     options = {
@@ -140,15 +138,9 @@ class ERSDEScheduler(GeoScheduler):
         self, y: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float, noise: NoiseSource
     ) -> tuple[torch.Tensor, torch.Tensor]:
         coeffs = self._coefficients[self._step_index]
-        if coeffs.to_zero:  # last step: the data prediction, no noise, no history needed
-            self._history = []
-            return denoised, denoised
+        # warm-up: order 1, 2, then solver_order as the history fills (the final step to 0 returns D)
         self._history = [(sigma, denoised), *self._history[: self.config.solver_order - 1]]
-        # warm-up: order 1, 2, then 3; C0 D + C1 D' + C2 D'' as weights on the stored outputs
-        weights = history_weights(coeffs, [lam for lam, _ in self._history])
-        y_next = y * coeffs.r  # a fresh tensor: the in-place adds below never touch the caller's sample
-        for w, (_, d) in zip(weights, self._history, strict=True):
-            y_next.add_(d, alpha=w)
-        if self.stochastic and coeffs.noise_std > 0:
-            y_next.add_(noise(), alpha=self.config.s_noise * coeffs.noise_std)
+        y_next = er_sde_multistep(
+            y, self._history, coeffs, noise if self.stochastic else None, self.config.s_noise
+        )
         return y_next, denoised

@@ -5,15 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..solvers import euler_step
-from ..solvers.geometric import (
-    heun_corrector,
-    heun_step,
-    intermediate_sigma,
-    multistep_step,
-    multistep_weight,
-    transfer_correction,
-)
+from ..solvers.geometric import HeunState, heun_call, intermediate_sigma, multistep_call
 from .base import GeoScheduler, NoiseSource, scheduler_config
 from .options import Bool, Real
 
@@ -110,50 +102,28 @@ class GeometricHeunScheduler(GeoScheduler):
         return torch.cat([levels, sigmas[-2:]])
 
     def reset_state(self) -> None:
-        """Forget the stored first stage (Heun) or the previous denoiser output (multistep)."""
-        # Heun: (index, sigma, y, D); multistep: (index, sigma, y, D, predicted next y)
-        self._stored: tuple | None = None
+        """Forget what the last call left (Heun's first stage, or the multistep variant's last step)."""
+        self._state: HeunState | None = None
+        self._state_index: int | None = None
 
     def solver_step(
         self, y: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float, noise: NoiseSource
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        index, stored = self._step_index, self._stored
-        self._stored = None
-        if self.config.multistep:
-            return self._multistep(index, stored, y, denoised, sigma, sigma_next)
-        if index % 2 == 0:  # first stage: Euler predictor to the intermediate point (an Euler step if last)
-            self._stored = (index, sigma, y, denoised)
-            return euler_step(y, denoised, sigma, sigma_next), denoised
-        if stored is None or stored[0] != index - 1:
-            # a run that starts at a second stage (no first stage to combine with): finish the step by Euler
-            return euler_step(y, denoised, sigma, sigma_next), denoised
-        _, sigma_start, y_start, denoised_start = stored
-        r = float(self.config.intermediate_point)
-        y_next = heun_step(y_start, denoised_start, denoised, sigma_start, sigma_next, sigma, r)
-        return y_next, denoised
-
-    def _corrected(self, index: int, stored: tuple | None, y, denoised, sigma: float):
-        """``(y, D)`` after Heun's corrector of the previous multistep step (unchanged without one)."""
-        if stored is None or stored[0] != index - 1 or not self.config.corrector:
-            return y, denoised
-        _, sigma_prev, y_prev, denoised_prev, y_predicted = stored
-        correction = heun_corrector(y_prev, denoised_prev, denoised, sigma_prev, sigma) - y_predicted
-        # applied to the sample as given, so edits between steps (inpainting's blend) are kept
-        denoised = transfer_correction(denoised, correction, sigma, float(self.config.sigma_data))
-        return y + correction, denoised
-
-    def _multistep(self, index: int, stored: tuple | None, y, denoised, sigma: float, sigma_next: float):
-        """One call of the multistep variant: correct the last step, then predict the next point."""
-        follows = stored is not None and stored[0] == index - 1
-        y, denoised = self._corrected(index, stored, y, denoised, sigma)
-        limit = self.config.max_multistep_weight
-        if (
-            not follows
-            or sigma_next == 0
-            or (limit is not None and multistep_weight(stored[1], sigma, sigma_next) >= limit)
-        ):
-            y_next = euler_step(y, denoised, sigma, sigma_next)
-        else:
-            y_next = multistep_step(y, denoised, stored[3], stored[1], sigma, sigma_next)
-        self._stored = (index, sigma, y, denoised, y_next)
+        cfg, index = self.config, self._step_index
+        previous = self._state if self._state_index == index - 1 else None  # only from the call just before
+        if cfg.multistep:
+            y_next, denoised, state = multistep_call(
+                y,
+                denoised,
+                sigma,
+                sigma_next,
+                previous,
+                cfg.corrector,
+                cfg.sigma_data,
+                cfg.max_multistep_weight,
+            )
+        else:  # even calls start a step, odd ones finish it (diffusers' order-2 layout)
+            first_stage = previous if index % 2 == 1 else None
+            y_next, state = heun_call(y, denoised, sigma, sigma_next, first_stage, cfg.intermediate_point)
+        self._state, self._state_index = state, index
         return y_next, denoised

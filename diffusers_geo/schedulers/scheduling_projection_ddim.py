@@ -47,7 +47,7 @@ class ProjectionDDIMScheduler(GeoScheduler):
             betas, 40 for the pixel DDPM betas (sigma_max 157). The paper's other starts are 8.35 (Stable
             Diffusion) and 80 (CelebA). Chosen by measurement on the benchmark: above 40 the noised data is
             still Gaussian to within the sampling noise, and skipping 157 -> 40 lowers the ODE error at NFE
-            5-6 (0.070 vs 0.101 at NFE 5) and the Frechet distance at NFE 5; a start below sigma_max on Stable
+            5-6 and the Frechet distance at NFE 5 (``docs/projection_ddim.md``); a start below sigma_max on Stable
             Diffusion betas (8.35) costs distribution accuracy, since N(0, I) no longer matches the noised
             data there.
         log_linear_end: last sigma at which the model is called: ``"geometric-mean"`` (default,

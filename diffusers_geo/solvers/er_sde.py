@@ -21,7 +21,7 @@ ER-SDE-Solver-k update (Sec. 3.3, Alg. 1-3; our derivation of the coefficients b
     C2 = (lam_t - lam_s)^2 / 2 + phi(lam_t) I2,    I2 = Int_{lam_t}^{lam_s} (l - lam_s) / phi(l) dl,
 
 with the derivatives estimated by backward differences of the denoiser outputs on the ``lam`` grid (one
-model evaluation per step). The VP solver is the same algorithm in ``x = alpha * y`` (:func:`er_sde_step_vp`).
+model evaluation per step). The VP solver (eq. 11) is the same algorithm in ``x = alpha * y`` (Sec. 3.2).
 
 Everything here is plain functions: noise-scale functions (as ``log phi``), the admissibility check,
 three quadrature rules for ``I1``/``I2`` and the update itself.
@@ -280,19 +280,24 @@ def er_sde_step(
     return y_next
 
 
-def er_sde_step_vp(
-    x: torch.Tensor,
-    denoised: torch.Tensor,
-    alpha_s: float,
-    alpha_t: float,
+def er_sde_multistep(
+    y: torch.Tensor,
+    history: Sequence[tuple[float, torch.Tensor]],
     coeffs: ERSDECoefficients,
-    d1: torch.Tensor | None = None,
-    d2: torch.Tensor | None = None,
-    noise: torch.Tensor | None = None,
+    noise: Callable[[], torch.Tensor] | None = None,
     s_noise: float = 1.0,
 ) -> torch.Tensor:
-    """The VP form (eq. 11): ``x_t = (alpha_t / alpha_s) r x_s + alpha_t (C0 D + C1 D' + C2 D'') + alpha_t std z``.
-
-    It is :func:`er_sde_step` on ``y = x / alpha``: VP and VE solvers are one algorithm (Sec. 3.2).
-    """
-    return alpha_t * er_sde_step(x / alpha_s, denoised, coeffs, d1, d2, noise, s_noise)
+    """:func:`er_sde_step` with ``D'``, ``D''`` from the stored outputs ``history = [(lam_i, D_i), (lam_{i-1},
+    D_{i-1}), ...]`` (newest first; its length is the order), computed as :func:`history_weights` on the raw
+    outputs: the same update (``tests/test_er_sde.py`` checks them equal), one fused multiply-add per stored
+    output and no temporaries, which is what the scheduler runs. ``noise()`` draws standard normal noise
+    (``None``: none). The final step to ``lam = 0`` returns ``D_i``."""
+    if coeffs.to_zero:
+        return history[0][1]
+    weights = history_weights(coeffs, [lam for lam, _ in history])
+    y_next = y * coeffs.r  # a fresh tensor: the in-place adds below never touch the caller's sample
+    for w, (_, d) in zip(weights, history, strict=True):
+        y_next.add_(d, alpha=w)
+    if noise is not None and coeffs.noise_std > 0.0 and s_noise != 0.0:
+        y_next.add_(noise(), alpha=s_noise * coeffs.noise_std)
+    return y_next

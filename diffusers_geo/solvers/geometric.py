@@ -22,6 +22,7 @@ v2/v3 abstract). Every second-order step is therefore the Euler step (a convex c
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -80,23 +81,6 @@ def multistep_weight(sigma_prev: float, sigma: float, sigma_next: float) -> floa
     return (1.0 - sigma_next / sigma) * h / (2.0 * h_prev)
 
 
-def extrapolated_denoiser(
-    denoised: torch.Tensor,
-    denoised_prev: torch.Tensor,
-    sigma_prev: float,
-    sigma: float,
-    sigma_next: float,
-) -> torch.Tensor:
-    """The denoising trajectory extrapolated linearly in ``log sigma`` from its last two points to the
-    geometric midpoint ``sqrt(sigma * sigma_next)`` of the step (AMED's intermediate point r = 1/2):
-
-        D_mid = D_n + h / (2 h_prev) * (D_n - D_{n-1}),   h = log(sigma_n / sigma_{n+1}),
-                                                            h_prev = log(sigma_{n-1} / sigma_n).
-    """
-    h, h_prev = _log_steps(sigma_prev, sigma, sigma_next)
-    return denoised + (h / (2.0 * h_prev)) * (denoised - denoised_prev)
-
-
 def multistep_step(
     y: torch.Tensor,
     denoised: torch.Tensor,
@@ -106,18 +90,21 @@ def multistep_step(
     sigma_next: float,
 ) -> torch.Tensor:
     """One-evaluation second-order step (the predictor of the "geometric Heun" read as a multistep method):
-    the Euler step -- a convex combination of ``y`` and a denoiser output -- taken with the denoiser
-    extrapolated to the middle of the step (:func:`extrapolated_denoiser`) instead of a new evaluation:
+    the Euler step -- a convex combination of ``y`` and a denoiser output -- taken with the denoising
+    trajectory extrapolated linearly in ``log sigma`` from its last two points to the step's geometric
+    midpoint ``sqrt(sigma * sigma_next)`` (AMED's intermediate point r = 1/2) instead of a new evaluation:
 
+        D_mid  = D_n + h / (2 h_prev) * (D_n - D_{n-1}),   h = log(sigma_n / sigma_{n+1}),
+                                                             h_prev = log(sigma_{n-1} / sigma_n),
         y_next = sigma_next / sigma * y + (1 - sigma_next / sigma) * D_mid.
 
     Second order: the Euler step is exact for a constant denoiser, and the midpoint value of a denoiser
     linear in log sigma matches its weighted mean over the step up to ``O(h^2)``. This is DPM-Solver++(2M)
     (Lu et al., arXiv 2211.01095, Alg. 2) in sigma coordinates; the tests check that they coincide.
     """
-    return euler_step(
-        y, extrapolated_denoiser(denoised, denoised_prev, sigma_prev, sigma, sigma_next), sigma, sigma_next
-    )
+    h, h_prev = _log_steps(sigma_prev, sigma, sigma_next)
+    denoised_mid = denoised + (h / (2.0 * h_prev)) * (denoised - denoised_prev)
+    return euler_step(y, denoised_mid, sigma, sigma_next)
 
 
 def heun_corrector(
@@ -149,3 +136,73 @@ def transfer_correction(
     ``c_skip``, Karras et al. 2022, Table 1). ``J -> 1`` as ``sigma -> 0`` (the correction passes through
     unchanged), ``J -> 0`` for large sigma (the denoiser barely depends on ``y``)."""
     return denoised + (sigma_data**2 / (sigma_data**2 + sigma**2)) * correction
+
+
+# --------------------------------------------------------------------------------------------------
+# the scheduler's two modes, one call at a time (the state is what a call leaves for the next one)
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HeunState:
+    """What one call leaves for the next: its noise level, the sample and denoiser output it used, and (the
+    one-evaluation mode) the sample it predicted for the next call, which that call corrects."""
+
+    sigma: float
+    y: torch.Tensor
+    denoised: torch.Tensor
+    y_predicted: torch.Tensor | None = None
+
+
+def heun_call(
+    y: torch.Tensor,
+    denoised: torch.Tensor,
+    sigma: float,
+    sigma_next: float,
+    first_stage: HeunState | None,
+    r: float = 1.0,
+) -> tuple[torch.Tensor, HeunState | None]:
+    """One call of the two-evaluation step (Heun for ``r = 1``, AMED's intermediate point otherwise).
+
+    Without ``first_stage`` this is the first stage: the Euler predictor to the evaluation point
+    ``sigma_next`` (:func:`intermediate_sigma`), returning the state the second stage needs. With it, the
+    second stage: :func:`heun_step` from the first stage's point to ``sigma_next``. A final step to 0 is a
+    single Euler call (it returns ``D``)."""
+    if first_stage is None:
+        return euler_step(y, denoised, sigma, sigma_next), HeunState(sigma, y, denoised)
+    start = first_stage
+    return heun_step(start.y, start.denoised, denoised, start.sigma, sigma_next, sigma, r), None
+
+
+def multistep_call(
+    y: torch.Tensor,
+    denoised: torch.Tensor,
+    sigma: float,
+    sigma_next: float,
+    previous: HeunState | None,
+    corrector: bool = True,
+    sigma_data: float = 0.5,
+    max_weight: float | None = 2.0,
+) -> tuple[torch.Tensor, torch.Tensor, HeunState]:
+    """One call of the one-evaluation variant: Heun's method with its predictor evaluation shared with the
+    next step. Returns ``(y_next, D, state)`` with ``D`` the denoiser output the step used.
+
+    1. *Correct* the previous step (``previous``: the state of the call just before, or ``None``) with
+       :func:`heun_corrector`, and move this call's output to the corrected point
+       (:func:`transfer_correction`); ``corrector=False`` skips it. The correction is applied to the sample
+       as given, so edits between calls (inpainting's blend) are kept.
+    2. *Predict* with :func:`multistep_step` (DPM-Solver++(2M) on its own), or with the Euler step on a run's
+       first call, on the final step to 0 (which then returns the corrected ``D``), and where the
+       backward-difference weight :func:`multistep_weight` reaches ``max_weight`` (``None``: no guard).
+    """
+    if previous is not None and corrector:
+        correction = heun_corrector(previous.y, previous.denoised, denoised, previous.sigma, sigma)
+        correction = correction - previous.y_predicted
+        y, denoised = y + correction, transfer_correction(denoised, correction, sigma, sigma_data)
+    if (
+        previous is None
+        or sigma_next == 0
+        or (max_weight is not None and multistep_weight(previous.sigma, sigma, sigma_next) >= max_weight)
+    ):
+        y_next = euler_step(y, denoised, sigma, sigma_next)
+    else:
+        y_next = multistep_step(y, denoised, previous.denoised, previous.sigma, sigma, sigma_next)
+    return y_next, denoised, HeunState(sigma, y, denoised, y_next)

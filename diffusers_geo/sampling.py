@@ -2,14 +2,20 @@
 
 What a diffusers pipeline does between ``set_timesteps`` and the decoder, written once: the initial noise times
 ``init_noise_sigma``, ``scale_model_input``, the model call and ``step`` (with ``generator=`` where the
-scheduler takes it). The benchmark, the demo's unconditional models, ``analyze`` and the tests run it.
+scheduler takes it). The benchmark, ``analyze`` and the tests run it; :func:`run_pipeline` runs any pipeline
+with one generator per image and counts its model calls (the demo, ``eval``).
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
+from diffusers import DDIMPipeline, DDPMPipeline
+from diffusers.utils.torch_utils import randn_tensor
 
 
 def steps_for_nfe(scheduler, nfe: int) -> int | None:
@@ -35,3 +41,98 @@ def sample(scheduler, model, noise: torch.Tensor, generator: torch.Generator | N
         kwargs = {"generator": generator} if takes_generator else {}
         x = scheduler.step(output, t, x, **kwargs).prev_sample
     return x, calls, start
+
+
+# --------------------------------------------------------------------------------------------------
+# a diffusers pipeline, one image per seed, with counted model calls
+# --------------------------------------------------------------------------------------------------
+#: pipelines whose ``__call__`` skips ``init_noise_sigma`` / ``scale_model_input``: their loop runs here
+UNCONDITIONAL = (DDPMPipeline, DDIMPipeline)
+
+
+def denoiser_module(pipe) -> torch.nn.Module:
+    """The network whose calls count as model evaluations (``unet`` or ``transformer``)."""
+    for name in ("unet", "transformer", "prior"):
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    raise ValueError(f"{type(pipe).__name__} has no `unet` or `transformer` whose calls could be counted.")
+
+
+def takes(pipe, name: str) -> bool:
+    """Whether ``pipe.__call__`` has the argument ``name``."""
+    return name in inspect.signature(pipe.__call__).parameters
+
+
+@torch.no_grad()
+def run_pipeline(
+    pipe,
+    scheduler,
+    steps: int,
+    seeds: Sequence[int],
+    prompts: Sequence[str] | None = None,
+    output_type: str = "np",
+) -> tuple[np.ndarray | torch.Tensor, int]:
+    """Sample one image per seed with ``scheduler`` in ``steps`` steps; returns ``(samples, model calls)``.
+
+    Image ``i`` draws its initial noise (and, for a stochastic scheduler, its step noise) from
+    ``torch.Generator().manual_seed(seeds[i])`` on the CPU, so every scheduler starts from the same noise on any
+    device. ``prompts`` gives one prompt per image for pipelines that take one. ``output_type="np"``: images
+    in [0, 1], ``(N, H, W, C)``; ``"latent"``: the final sample before decoding (for pixel models the image in
+    [-1, 1]). Model calls are counted with a forward hook on the UNet / transformer (classifier-free
+    guidance's batched call counts once). ``DDPMPipeline`` / ``DDIMPipeline`` apply neither
+    ``init_noise_sigma`` nor ``scale_model_input``, so their loop runs here (:func:`sample`, which does both).
+    """
+    if output_type not in ("np", "latent"):
+        raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}.")
+    pipe.scheduler = scheduler
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    calls = 0
+
+    def count(*_):
+        nonlocal calls
+        calls += 1
+
+    hook = denoiser_module(pipe).register_forward_pre_hook(count)
+    try:
+        if isinstance(pipe, UNCONDITIONAL):
+            if prompts is not None:
+                raise ValueError(f"{type(pipe).__name__} is unconditional: it takes no prompt.")
+            unet = pipe.unet
+            size = unet.config.sample_size
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            shape = (len(seeds), unet.config.in_channels, *size)
+            noise = randn_tensor(shape, generator=generators, device=pipe.device, dtype=unet.dtype)
+            scheduler.set_timesteps(steps, device=pipe.device)
+            x, _, _ = sample(scheduler, unet, noise, generators)
+            if output_type == "latent":
+                return x, calls
+            return (x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy(), calls
+        kwargs: dict[str, Any] = {"num_inference_steps": steps, "generator": generators}
+        kwargs["output_type"] = output_type
+        if takes(pipe, "prompt"):
+            if prompts is None:
+                raise ValueError(f"{type(pipe).__name__} needs a prompt per image.")
+            kwargs["prompt"] = list(prompts)
+        elif prompts is not None:
+            raise ValueError(f"{type(pipe).__name__} takes no prompt.")
+        elif takes(pipe, "batch_size"):
+            kwargs["batch_size"] = len(seeds)
+        images = pipe(**kwargs).images
+    finally:
+        hook.remove()
+    if output_type == "latent":
+        return images, calls
+    return np.asarray(images, dtype=np.float32), calls
+
+
+@torch.no_grad()
+def decode(pipe, samples: torch.Tensor) -> np.ndarray:
+    """Images in [0, 1], ``(N, H, W, C)``, from what :func:`run_pipeline` returns with ``output_type="latent"``:
+    through the pipeline's VAE for latent pipelines, directly for pixel models."""
+    vae = getattr(pipe, "vae", None)
+    if vae is not None:
+        latents = samples.to(vae.device, vae.dtype) / vae.config.scaling_factor
+        shift = getattr(vae.config, "shift_factor", None)
+        samples = vae.decode(latents + (shift or 0.0), return_dict=False)[0]
+    return (samples.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()

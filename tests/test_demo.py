@@ -12,8 +12,9 @@ from PIL import Image
 
 from diffusers_geo import SCHEDULERS, default_model_path, load_default_pipeline, load_scheduler
 from diffusers_geo.cli import main
-from diffusers_geo.cli.demo import MAIN_BUILTINS, generate, resolve_schedulers
+from diffusers_geo.cli.demo import MAIN_BUILTINS, resolve_schedulers
 from diffusers_geo.registry import scheduler_names
+from diffusers_geo.sampling import run_pipeline
 from diffusers_geo.testing import tiny_sd_pipeline
 
 
@@ -64,7 +65,7 @@ def test_generate_uses_the_same_noise_as_ddpm_pipeline():
     pipe = load_default_pipeline()
     pipe.set_progress_bar_config(disable=True)
     scheduler = load_scheduler("sigma-ddim", pipe.scheduler.config)
-    images, calls = generate(pipe, scheduler, 4, [5, 6])
+    images, calls = run_pipeline(pipe, scheduler, 4, [5, 6])
     size = pipe.unet.config.sample_size
     assert calls == 4 and images.shape == (2, size, size, 1)
 
@@ -73,9 +74,9 @@ def test_generate_uses_the_same_noise_as_ddpm_pipeline():
     reference = pipe(batch_size=2, num_inference_steps=4, generator=generators, output_type="np").images
     np.testing.assert_allclose(images, reference, atol=1e-6)
 
-    alone, _ = generate(pipe, load_scheduler("sigma-ddim", pipe.scheduler.config), 4, [6])
+    alone, _ = run_pipeline(pipe, load_scheduler("sigma-ddim", pipe.scheduler.config), 4, [6])
     np.testing.assert_allclose(alone[0], images[1], atol=1e-5)
-    other, _ = generate(pipe, load_scheduler("sigma-ddim", pipe.scheduler.config), 4, [7])
+    other, _ = run_pipeline(pipe, load_scheduler("sigma-ddim", pipe.scheduler.config), 4, [7])
     assert np.abs(other[0] - images[1]).max() > 0.1
 
 

@@ -21,7 +21,7 @@ LAYERS = [
     {"solvers", "_help"},  # pure math in (sigma, D); no diffusers
     {"schedules", "parameterization"},  # sigma schedules and the one coordinate change
     {"schedulers", "registry"},  # the diffusers adapters and the one name -> scheduler factory
-    {"models", "priors", "diagnostics", "gits", "sampling", "data"},  # library features
+    {"models", "priors", "diagnostics", "gits", "sampling", "data", "evaluation"},  # library features
     {"bench", "testing", "cli"},  # the benchmark, the test helpers and the commands
 ]
 #: what the top layer may not import among itself: the benchmark and the test helpers are not commands

@@ -10,7 +10,7 @@ from types import ModuleType
 from .._help import plain
 
 #: the commands, in the order ``--help`` lists them (modules of this package)
-COMMANDS = ("bench", "generate", "gits", "demo", "analyze")
+COMMANDS = ("bench", "generate", "gits", "demo", "analyze", "eval")
 
 
 def _command(name: str) -> ModuleType:

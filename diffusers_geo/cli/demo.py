@@ -23,29 +23,24 @@ pipelines are called as they are.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import diffusers
 import numpy as np
 import torch
-from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, SchedulerMixin
-from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image, ImageDraw, ImageFont
+from diffusers import DiffusionPipeline
 
 from .. import __version__
 from .._help import plain
+from ..diagnostics.grid import render_grid
 from ..models.default_model import default_model_path
 from ..registry import SCHEDULERS, is_stochastic, make_scheduler, resolve_names
-from ..sampling import sample as sample_loop
-from ..sampling import steps_for_nfe
+from ..sampling import run_pipeline, steps_for_nfe, takes
 from ._common import DTYPES, int_list, load_pipeline, resolve_device, resolve_dtype
 
 #: diffusers' built-ins the demo shows by default (``main`` in ``--schedulers``).
@@ -53,7 +48,6 @@ MAIN_BUILTINS: tuple[str, ...] = ("ddim", "ddpm", "euler", "euler-a", "heun", "d
 DEFAULT_SCHEDULERS = "ours,main"
 DEFAULT_NFE = (5, 10, 20)
 DEFAULT_PROMPT = "a photograph of an astronaut riding a horse"
-_UNCONDITIONAL = (DDPMPipeline, DDIMPipeline)  # pipelines whose __call__ skips the VP-interface calls
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -107,73 +101,6 @@ def resolve_schedulers(text: str) -> list[str]:
     return names
 
 
-def _denoiser(pipe: DiffusionPipeline) -> torch.nn.Module:
-    for name in ("unet", "transformer", "prior"):
-        module = getattr(pipe, name, None)
-        if isinstance(module, torch.nn.Module):
-            return module
-    raise ValueError(f"{type(pipe).__name__} has no `unet` or `transformer` whose calls could be counted.")
-
-
-def _takes(pipe: DiffusionPipeline, name: str) -> bool:
-    return name in inspect.signature(pipe.__call__).parameters
-
-
-@torch.no_grad()
-def generate(
-    pipe: DiffusionPipeline,
-    scheduler: SchedulerMixin,
-    steps: int,
-    seeds: Sequence[int],
-    prompt: str | None = None,
-) -> tuple[np.ndarray, int]:
-    """Sample one image per seed with ``scheduler`` in ``steps`` steps.
-
-    Returns the images as floats in [0, 1], shaped ``(len(seeds), H, W, C)``, and the number of model
-    calls (counted with a forward hook on the pipeline's UNet/transformer; classifier-free guidance's
-    batched call counts once).
-    """
-    pipe.scheduler = scheduler
-    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    calls = 0
-
-    def count(*_):
-        nonlocal calls
-        calls += 1
-
-    hook = _denoiser(pipe).register_forward_pre_hook(count)
-    try:
-        if isinstance(pipe, _UNCONDITIONAL):
-            unet = pipe.unet
-            size = unet.config.sample_size
-            size = (size, size) if isinstance(size, int) else tuple(size)
-            noise = randn_tensor(
-                (len(seeds), unet.config.in_channels, *size),
-                generator=generators,
-                device=pipe.device,
-                dtype=unet.dtype,
-            )
-            scheduler.set_timesteps(steps, device=pipe.device)
-            x, _, _ = sample_loop(scheduler, unet, noise, generators)
-            images = (x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-        else:
-            kwargs: dict[str, Any] = {
-                "num_inference_steps": steps,
-                "generator": generators,
-                "output_type": "np",
-            }
-            if _takes(pipe, "prompt"):
-                kwargs.update(prompt=prompt or DEFAULT_PROMPT, num_images_per_prompt=len(seeds))
-            elif prompt is not None:
-                raise ValueError(f"{type(pipe).__name__} takes no prompt; drop --prompt.")
-            elif _takes(pipe, "batch_size"):
-                kwargs["batch_size"] = len(seeds)
-            images = np.asarray(pipe(**kwargs).images, dtype=np.float32)
-    finally:
-        hook.remove()
-    return images, calls
-
-
 @dataclass
 class Cell:
     """One sampler at one target NFE."""
@@ -212,7 +139,8 @@ def compare(
                 cell = Cell(name, type(scheduler).__name__, stochastic, nfe, steps)
                 if steps is not None:
                     start = time.perf_counter()
-                    cell.images, cell.model_calls = generate(pipe, scheduler, steps, seeds, prompt)
+                    prompts = [prompt or DEFAULT_PROMPT] * len(seeds) if takes(pipe, "prompt") else None
+                    cell.images, cell.model_calls = run_pipeline(pipe, scheduler, steps, seeds, prompts)
                     cell.seconds = time.perf_counter() - start
                     if cell.model_calls > nfe:
                         raise RuntimeError(f"{name}: {cell.model_calls} model calls for a budget of {nfe}")
@@ -220,83 +148,6 @@ def compare(
                 bar.update()
     pipe.scheduler = original
     return cells
-
-
-# --------------------------------------------------------------------------------------------------
-# the grid
-# --------------------------------------------------------------------------------------------------
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: a fixed-size bitmap font
-        return ImageFont.load_default()
-
-
-def _thumbnails(images: np.ndarray, side: int) -> list[Image.Image]:
-    pixels = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
-    thumbs = []
-    for image in pixels:
-        pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).convert("RGB")
-        resample = Image.NEAREST if pil.height < side else Image.LANCZOS
-        thumbs.append(pil.resize((round(side * pil.width / pil.height), side), resample))
-    return thumbs
-
-
-def thumbnail_side(height: int) -> int:
-    """Display height of one image: small images are enlarged by an integer factor, large ones shrunk."""
-    if height < 48:
-        return height * math.ceil(48 / height)
-    return min(height, 160)
-
-
-def render_grid(cells: Sequence[Cell], title: str, ours: Sequence[str] = ()) -> Image.Image:
-    """Rows: samplers (ours in blue); columns: target NFE; each cell: the images of every seed, and the
-    steps taken (plus the model calls when fewer than the column's NFE)."""
-    names = list(dict.fromkeys(c.scheduler for c in cells))
-    nfes = list(dict.fromkeys(c.nfe_target for c in cells))
-    by_key = {(c.scheduler, c.nfe_target): c for c in cells}
-    first = next((c.images for c in cells if c.images is not None), None)
-    if first is None:
-        raise ValueError("no sampler produced images; check --nfe")
-    n, height = first.shape[0], first.shape[1]
-    side = thumbnail_side(height)
-    thumb_w = round(side * first.shape[2] / height)
-    rows = max(1, math.ceil(math.sqrt(n / 2))) if n > 4 else 1
-    cols = math.ceil(n / rows)
-    gap, pad = 2, 12
-    cell_w, cell_h = cols * (thumb_w + gap) - gap, rows * (side + gap) - gap
-
-    font, small, big = _font(15), _font(12), _font(17)
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_w = max(measure.textbbox((0, 0), name, font=font)[2] for name in names) + 2 * pad
-    caption_h, header_h, title_h = 18, 24, 30
-    width = label_w + len(nfes) * (cell_w + pad) + pad
-    height_px = title_h + header_h + len(names) * (cell_h + caption_h + pad) + pad
-    width = max(width, math.ceil(measure.textlength(title, font=big)) + 3 * pad)
-    grid = Image.new("RGB", (width, height_px), "white")
-    draw = ImageDraw.Draw(grid)
-    draw.text((pad, 6), title, fill="black", font=big)
-    for j, nfe in enumerate(nfes):
-        draw.text((label_w + j * (cell_w + pad), title_h), f"NFE {nfe}", fill="black", font=font)
-    for i, name in enumerate(names):
-        top = title_h + header_h + i * (cell_h + caption_h + pad)
-        color = (20, 60, 170) if name in ours else (0, 0, 0)
-        draw.text((pad, top + cell_h // 2 - 8), name, fill=color, font=font)
-        for j, nfe in enumerate(nfes):
-            left = label_w + j * (cell_w + pad)
-            cell = by_key.get((name, nfe))
-            if cell is None or cell.images is None:
-                draw.rectangle((left, top, left + cell_w, top + cell_h), outline=(200, 200, 200))
-                draw.text((left + 4, top + 4), "no step fits", fill=(150, 0, 0), font=small)
-                continue
-            for k, thumb in enumerate(_thumbnails(cell.images, side)):
-                r, c = divmod(k, cols)
-                grid.paste(thumb, (left + c * (thumb_w + gap), top + r * (side + gap)))
-            caption = f"{cell.steps} steps"
-            if cell.model_calls < nfe:
-                caption += f", {cell.model_calls} calls"
-            draw.text((left, top + cell_h + 2), caption, fill=(90, 90, 90), font=small)
-    return grid
 
 
 # --------------------------------------------------------------------------------------------------
@@ -331,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         pipe = load_pipeline(args.model, device, dtype)
     except (OSError, ValueError) as err:
         raise SystemExit(f"diffusers-geo demo: cannot load --model {args.model!r}: {err}") from err
-    if args.prompt is not None and not _takes(pipe, "prompt"):
+    if args.prompt is not None and not takes(pipe, "prompt"):
         raise SystemExit(f"diffusers-geo demo: {type(pipe).__name__} takes no prompt; drop --prompt")
     model_name = "packaged tiny-digits DDPM" if packaged else args.model
 
@@ -339,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         cells = compare(pipe, names, args.nfe, seeds, args.prompt, progress=not args.no_progress)
     except ValueError as err:
         raise SystemExit(f"diffusers-geo demo: {err}") from err
-    prompt = (args.prompt or DEFAULT_PROMPT) if _takes(pipe, "prompt") else None
+    prompt = (args.prompt or DEFAULT_PROMPT) if takes(pipe, "prompt") else None
     title = f"{model_name}" + (f" - {prompt!r}" if prompt else "") + f" - seeds {seeds[0]}..{seeds[-1]}"
     title += " - same initial noise in every cell - blue: diffusers-geo"
 

@@ -1,0 +1,117 @@
+"""``diffusers-geo eval``: which sampler and how many steps for your model and prompts.
+
+Every scheduler at every NFE budget, from the same per-image noise as a converged reference run; writes
+``eval.json`` (every cell, per-image metrics, settings), ``eval.md`` (the table and recommendations),
+``quality_vs_nfe.png``, ``quality_vs_seconds.png`` and ``grid.png`` (one prompt across schedulers and NFE)
+to ``--out``. Runs on the packaged model without ``--model``; splits the images over processes under
+``accelerate launch`` like ``generate``; ``--resume`` reuses the finished cells of an earlier ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+
+from .._help import plain
+from ..diagnostics.grid import render_grid
+from ..evaluation import DEFAULT_NFE, DEFAULT_SCHEDULERS, REFERENCE, evaluate_schedulers, plot_result
+from ..registry import SCHEDULERS
+from ._common import DTYPES, int_list, load_pipeline, resolve_device, resolve_dtype
+from ._common import settings as command_settings
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "eval",
+        help="which sampler and how many steps for your model and prompts (scored against a converged run)",
+        description=plain(__doc__.split("\n\n")[1]),
+    )
+    parser.add_argument(
+        "--model", default=None, help="hub id or pipeline folder (default: the packaged model)"
+    )
+    parser.add_argument("--prompts", type=Path, default=None, help="text file, one prompt per line")
+    parser.add_argument(
+        "--schedulers", default=DEFAULT_SCHEDULERS, help="names as in `bench --list`, or groups"
+    )
+    parser.add_argument("--nfe", type=int_list(1), default=list(DEFAULT_NFE), help="model-call budgets")
+    parser.add_argument("--reference", default=REFERENCE, help="NAME:STEPS, the converged run")
+    parser.add_argument("--num-images", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16, help="images per pipeline call per process")
+    parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    parser.add_argument("--device", default=None, help="default: this process's device (cuda if available)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: float16 on GPU")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--resume", action="store_true", help="reuse the finished cells of --out/eval.json")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("eval-out"))
+    return parser
+
+
+def _prompts(path: Path | None) -> list[str] | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise ValueError(f"--prompts {path}: no such file.")
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"--prompts {path} has no prompt (one per line).")
+    return prompts
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``diffusers-geo eval``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        prompts = _prompts(args.prompts)
+        state = PartialState(cpu=not torch.cuda.is_available())
+        device = resolve_device(args.device) if args.device else state.device
+        packaged = args.model is None
+        try:
+            pipe = load_pipeline(args.model, device, resolve_dtype(args.dtype, device, packaged))
+        except (OSError, ValueError, TypeError) as err:
+            raise ValueError(
+                f"--model {args.model!r} is not a diffusers pipeline folder or hub id: {err}"
+            ) from err
+        previous = None
+        report = args.out / "eval.json"
+        if args.resume and report.is_file():
+            previous = json.loads(report.read_text())
+        result = evaluate_schedulers(
+            pipe,
+            prompts,
+            schedulers=args.schedulers,
+            nfe=args.nfe,
+            reference=args.reference,
+            num_images=args.num_images,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            resume=previous,
+            state=state,
+        )
+    except ValueError as err:
+        raise SystemExit(f"diffusers-geo eval: {err}") from err
+    if not state.is_main_process:
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    result.settings["model"] = args.model or "packaged tiny-digits DDPM"
+    result.settings["command"] = command_settings(args)
+    result.settings["num_processes"] = state.num_processes
+    report.write_text(json.dumps(result.to_json(), indent=1))
+    table = result.markdown() + "\n\n" + "\n".join(f"- {line}" for line in result.recommendations())
+    (args.out / "eval.md").write_text(table + "\n")
+    plot_result(result, args.out / "quality_vs_nfe.png", args.out / "quality_vs_seconds.png")
+    grid_cells = [cell for cell in result.cells if cell.images is not None]
+    if grid_cells:
+        title = f"{result.settings['model']} - same noise in every cell - reference {args.reference}"
+        ours = [n for n in result.settings["schedulers"] if n.split(":")[0] in SCHEDULERS]
+        render_grid(grid_cells, title, ours=ours).save(args.out / "grid.png")
+    print(table)
+    print(f"\nwrote {report}, eval.md, quality_vs_nfe.png, quality_vs_seconds.png and grid.png to {args.out}")
+    return 0

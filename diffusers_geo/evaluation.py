@@ -1,0 +1,488 @@
+"""Which sampler, and how many steps, for *your* model and prompts (``diffusers-geo eval``).
+
+Every image ``i`` gets the seed ``seed + i`` and the prompt ``prompts[i % len(prompts)]``, and every scheduler
+draws image ``i``'s initial noise (and its step noise, if stochastic) from a generator with that seed
+(:func:`~diffusers_geo.sampling.run_pipeline`), so the differences in a table are the samplers', not the
+seeds'. A converged *reference* run (``"dpmpp-2m-karras:100"``: that sampler with 100 steps) from the same
+noise gives the target each deterministic sampler should reach:
+
+* ``rmse``: root-mean-square distance of the final sample (latent space for latent pipelines, pixel space in
+  [-1, 1] for pixel models) to the reference's; ``rel_rmse``: the same divided by the reference's RMS;
+* ``psnr`` (dB, capped at 100 for identical images) and ``ssim`` (Wang et al. 2004, Gaussian window 11,
+  sigma 1.5, on images in [0, 1]) of the decoded image against the decoded reference.
+
+These compare paths from the same noise, so they mean "converged" only for deterministic samplers; a
+stochastic sampler is judged by distribution metrics (FID / KID against the reference set, CLIP score
+against the prompts). Those come from torchmetrics when it and its feature-extractor weights are available;
+otherwise they are skipped with the reason in ``EvalResult.skipped``, never estimated some other way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate.utils import gather_object
+
+from .registry import GITS_SUFFIX, is_stochastic, make_scheduler, resolve_names
+from .sampling import decode, run_pipeline, steps_for_nfe, takes
+
+DEFAULT_SCHEDULERS = "ours,dpmpp-2m,unipc,euler"
+DEFAULT_NFE = (4, 5, 6, 8, 10, 15, 20)
+REFERENCE = "dpmpp-2m-karras:100"
+#: relative-RMSE targets of the recommendations (fractions of the reference's RMS)
+TARGETS = (0.05, 0.02)
+PSNR_CAP = 100.0
+FORMAT = "diffusers_geo.eval/1"
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics (per image)
+# --------------------------------------------------------------------------------------------------
+def rmse(samples: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-image root-mean-square distance, in float64."""
+    diff = samples.detach().double().cpu() - reference.detach().double().cpu()
+    return diff.flatten(1).pow(2).mean(1).sqrt()
+
+
+def psnr(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-image PSNR in dB of images in [0, 1] (``(N, H, W, C)``), capped at ``PSNR_CAP`` (identical images)."""
+    mse = ((images.astype(np.float64) - reference.astype(np.float64)) ** 2).reshape(len(images), -1).mean(1)
+    return np.minimum(10.0 * np.log10(1.0 / np.maximum(mse, 1e-300)), PSNR_CAP)
+
+
+def ssim(images: np.ndarray, reference: np.ndarray, window: int = 11, sigma: float = 1.5) -> np.ndarray:
+    """Per-image SSIM (Wang et al. 2004, eq. 13) of images in [0, 1] (``(N, H, W, C)``): local means, variances
+    and covariance under a Gaussian window (11 pixels, sigma 1.5, shrunk to fit small images; valid region
+    only), ``C1 = 0.01^2``, ``C2 = 0.03^2``, averaged over pixels and channels."""
+    x = torch.from_numpy(np.asarray(images, dtype=np.float64)).permute(0, 3, 1, 2)
+    y = torch.from_numpy(np.asarray(reference, dtype=np.float64)).permute(0, 3, 1, 2)
+    size = min(window, x.shape[-2], x.shape[-1])
+    size -= 1 - size % 2  # odd
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(x.shape[1], 1, size, size)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, kernel, groups=x.shape[1])
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    value = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return value.flatten(1).mean(1).numpy()
+
+
+# --------------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class EvalCell:
+    """One scheduler at one NFE budget: its per-image metrics (image order) and its cost."""
+
+    scheduler: str
+    scheduler_class: str
+    stochastic: bool
+    nfe_target: int
+    steps: int
+    model_calls: int = 0
+    seconds_per_image: float = 0.0
+    per_image: dict[str, list[float]] = field(default_factory=dict)
+    images: np.ndarray | None = field(default=None, repr=False)  #: the grid's images, floats in [0, 1]
+
+    def summary(self) -> dict[str, tuple[float, float | None]]:
+        """``metric -> (mean, std over images)``; the std is ``None`` from a single image."""
+        out = {}
+        for name, values in self.per_image.items():
+            v = np.asarray(values, dtype=np.float64)
+            out[name] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None)
+        return out
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_schedulers` measured (see :meth:`markdown`, :meth:`to_json`)."""
+
+    settings: dict[str, Any]
+    reference: dict[str, Any]
+    cells: list[EvalCell]
+    skipped: dict[str, str] = field(default_factory=dict)  #: metric -> why it was not computed
+    reference_images: np.ndarray | None = field(default=None, repr=False)
+
+    def markdown(self) -> str:
+        """One row per scheduler and NFE: model calls, seconds per image, and every metric as mean ± std."""
+        metrics = list(dict.fromkeys(m for c in self.cells for m in c.per_image))
+        header = "| scheduler | NFE | calls | s/image | " + " | ".join(metrics) + " |"
+        lines = [header, "|" + "---|" * (4 + len(metrics))]
+        for c in self.cells:
+            summary = c.summary()
+            cells = [
+                f"{summary[m][0]:.4g}" + ("" if summary[m][1] is None else f" ± {summary[m][1]:.2g}")
+                if m in summary
+                else "–"
+                for m in metrics
+            ]
+            name = c.scheduler + (" (stochastic)" if c.stochastic else "")
+            lines.append(
+                f"| {name} | {c.nfe_target} | {c.model_calls} | {c.seconds_per_image:.3g} | "
+                + " | ".join(cells)
+                + " |"
+            )
+        ref = self.reference
+        lines.append(
+            f"\nReference: {ref['scheduler']} with {ref['steps']} steps ({ref['model_calls']} calls, "
+            f"{ref['seconds_per_image']:.3g} s/image); {self.settings['num_images']} images."
+        )
+        for name, why in self.skipped.items():
+            lines.append(f"{name}: skipped ({why})")
+        return "\n".join(lines)
+
+    def recommendations(self, targets: Sequence[float] = TARGETS) -> list[str]:
+        """The cheapest deterministic cell (seconds per image, then model calls) within each relative-RMSE
+        target of the reference, one line per target."""
+        lines = []
+        for target in targets:
+            fits = [
+                c
+                for c in self.cells
+                if not c.stochastic and c.summary().get("rel_rmse", (math.inf,))[0] <= target
+            ]
+            if not fits:
+                lines.append(
+                    f"RMSE within {target:.0%} of the reference: no scheduler reached it at these NFEs"
+                )
+                continue
+            best = min(fits, key=lambda c: (c.seconds_per_image, c.model_calls))
+            lines.append(
+                f"RMSE within {target:.0%} of the reference: {best.scheduler} at {best.nfe_target} NFE "
+                f"({best.model_calls} calls, {best.seconds_per_image:.3g} s/image)"
+            )
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        cells = []
+        for c in self.cells:
+            row = {k: v for k, v in asdict(c).items() if k != "images"}
+            row["summary"] = {k: list(v) for k, v in c.summary().items()}
+            cells.append(row)
+        return {
+            "format": FORMAT,
+            "settings": self.settings,
+            "reference": self.reference,
+            "skipped": self.skipped,
+            "recommendations": self.recommendations(),
+            "cells": cells,
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# the evaluation
+# --------------------------------------------------------------------------------------------------
+def parse_reference(spec: str) -> tuple[str, int]:
+    """``"dpmpp-2m-karras:100"`` -> ``("dpmpp-2m-karras", 100)``: a sampler name (with options) and its steps."""
+    name, sep, steps = spec.strip().rpartition(":")
+    if not sep or not steps.isdigit() or int(steps) < 1:
+        raise ValueError(f"reference must be 'NAME:STEPS' (e.g. {REFERENCE!r}), got {spec!r}.")
+    return name, int(steps)
+
+
+def evaluate_schedulers(
+    pipe,
+    prompts: Sequence[str] | None = None,
+    schedulers: str | Sequence[str] = DEFAULT_SCHEDULERS,
+    nfe: Sequence[int] = DEFAULT_NFE,
+    reference: str = REFERENCE,
+    num_images: int = 64,
+    seed: int = 0,
+    batch_size: int = 16,
+    grid_images: int = 4,
+    progress: bool = True,
+    resume: Mapping[str, Any] | None = None,
+    state=None,
+) -> EvalResult:
+    """Score ``schedulers`` at every NFE of ``nfe`` on ``pipe`` against a converged ``reference``.
+
+    Args:
+        pipe: any diffusers pipeline (text-to-image with ``prompts``, or unconditional).
+        prompts: one or more prompts (image ``i`` uses ``prompts[i % len(prompts)]``); required exactly when
+            the pipeline takes a prompt.
+        schedulers: names as ``diffusers-geo bench --list`` gives them (with ``:key=value`` options), or the
+            groups ``ours``, ``builtins``, ``all``; a comma-separated string or a list.
+        nfe: model-call budgets; each scheduler runs the largest step count that fits (and a budget below a
+            scheduler's minimum is an error, before anything runs).
+        reference: ``"NAME:STEPS"``, the converged run every sample is compared with.
+        num_images, seed: images ``0 .. num_images - 1`` with seeds ``seed + i``.
+        batch_size: images per pipeline call.
+        grid_images: images kept per cell for the grid (those with the first prompt).
+        resume: a previous :meth:`EvalResult.to_json` with the same settings: its cells are reused.
+        state: an ``accelerate.PartialState`` to split the images over processes (every process gets the
+            whole result); ``None``: this process does everything.
+    """
+    if isinstance(pipe.scheduler, type):
+        raise TypeError("pipe.scheduler must be a scheduler instance.")
+    conditional = takes(pipe, "prompt")
+    prompts = _check_prompts(prompts, conditional, type(pipe).__name__)
+    if num_images < 1 or batch_size < 1 or grid_images < 0:
+        raise ValueError("num_images and batch_size must be >= 1 and grid_images >= 0.")
+    if not nfe or min(nfe) < 1:
+        raise ValueError(f"nfe must be positive model-call budgets, got {list(nfe)}.")
+    names = resolve_names(schedulers if isinstance(schedulers, str) else ",".join(schedulers))
+    if not names:
+        raise ValueError("schedulers selects no scheduler.")
+    if any(GITS_SUFFIX in n for n in names):
+        raise ValueError(
+            "eval does not search GITS schedules ('+gits'); search one with `diffusers-geo gits`, then "
+            "evaluate the scheduler folder it writes."
+        )
+    reference_name, reference_steps = parse_reference(reference)
+    base_config = dict(pipe.scheduler.config)
+    plan = _plan(names, nfe, base_config)  # every error here, before anything samples
+    make_scheduler(reference_name, base_config)
+
+    original = pipe.scheduler
+    settings = {
+        "pipeline": type(pipe).__name__,
+        "prompts": prompts,
+        "num_images": num_images,
+        "seed": seed,
+        "reference": reference,
+        "schedulers": names,
+        "nfe": list(nfe),
+        "dtype": str(getattr(pipe, "dtype", "")).removeprefix("torch."),
+    }
+    reused = _reusable(resume, settings)
+    all_indices = list(range(num_images))
+    grid = [i for i in all_indices if prompts is None or i % len(prompts) == 0][:grid_images]
+
+    def run(spec: str, steps: int) -> tuple[dict[int, torch.Tensor], dict[int, np.ndarray], int, float]:
+        """(final samples, decoded images) of this process's images, model calls per image batch, seconds."""
+        mine = _split(all_indices, state)
+        samples, images, calls, seconds = {}, {}, 0, 0.0
+        for start in range(0, len(mine), batch_size):
+            batch = mine[start : start + batch_size]
+            scheduler = make_scheduler(spec, base_config)
+            batch_prompts = None if prompts is None else [prompts[i % len(prompts)] for i in batch]
+            tic = time.perf_counter()
+            out, calls = run_pipeline(
+                pipe, scheduler, steps, [seed + i for i in batch], batch_prompts, "latent"
+            )
+            decoded = decode(pipe, out)
+            seconds += time.perf_counter() - tic
+            for k, i in enumerate(batch):
+                samples[i], images[i] = out[k].detach().float().cpu(), decoded[k]
+        return samples, images, calls, seconds
+
+    try:
+        ref_samples, ref_images, ref_calls, ref_seconds = run(reference_name, reference_steps)
+        reference_info = {
+            "scheduler": reference_name,
+            "steps": reference_steps,
+            "model_calls": ref_calls,
+            "seconds_per_image": _per_image(ref_seconds, len(ref_samples), state),
+        }
+        cells: list[EvalCell] = []
+        bar = _progress(len(plan), progress and (state is None or state.is_main_process))
+        for name, target, steps, scheduler_class, stochastic in plan:
+            bar.set_postfix_str(f"{name} NFE {target}")
+            key = (name, target)
+            if key in reused:
+                cells.append(reused[key])
+                bar.update()
+                continue
+            samples, images, calls, seconds = run(name, steps)
+            local = {
+                i: {
+                    "rmse": (distance := float(rmse(samples[i][None], ref_samples[i][None])[0])),
+                    "rel_rmse": distance / _rms(ref_samples[i]),
+                    "psnr": float(psnr(images[i][None], ref_images[i][None])[0]),
+                    "ssim": float(ssim(images[i][None], ref_images[i][None])[0]),
+                }
+                for i in samples
+            }
+            per_index = _gather(local, state)
+            cell = EvalCell(name, scheduler_class, stochastic, target, steps, calls)
+            cell.seconds_per_image = _per_image(seconds, len(samples), state)
+            for metric in ("rmse", "rel_rmse", "psnr", "ssim"):
+                cell.per_image[metric] = [per_index[i][metric] for i in all_indices]
+            cell.images = _grid_images(images, grid, state)
+            cells.append(cell)
+            bar.update()
+        bar.close()
+    finally:
+        pipe.scheduler = original
+    result = EvalResult(
+        settings, reference_info, cells, reference_images=_grid_images(ref_images, grid, state)
+    )
+    result.skipped.update(_distribution_metrics_unavailable())
+    return result
+
+
+def _check_prompts(prompts, conditional: bool, pipeline: str) -> list[str] | None:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if prompts is not None:
+        prompts = [p.strip() for p in prompts if p.strip()]
+        if not prompts:
+            raise ValueError("the prompts are empty: give at least one non-empty prompt.")
+    if conditional and prompts is None:
+        raise ValueError(f"{pipeline} takes a prompt: pass prompts (--prompts FILE, one prompt per line).")
+    if not conditional and prompts is not None:
+        raise ValueError(f"{pipeline} is unconditional: it takes no prompt; drop the prompts.")
+    return prompts
+
+
+def _plan(names: Sequence[str], nfes: Sequence[int], config: Mapping[str, Any]):
+    """``(name, nfe, steps, class name, stochastic)`` for every cell; a budget a scheduler cannot meet is an
+    error here, before any sampling."""
+    plan = []
+    for name in names:
+        scheduler = make_scheduler(name, config)
+        scheduler.set_timesteps(1)
+        minimum = len(scheduler.timesteps)
+        for target in nfes:
+            steps = steps_for_nfe(scheduler, target)
+            if steps is None:
+                raise ValueError(
+                    f"NFE {target} is below {name}'s minimum of {minimum} model calls (one step); drop it from "
+                    "the NFE list or the scheduler."
+                )
+            plan.append((name, target, steps, type(scheduler).__name__, is_stochastic(scheduler)))
+    return plan
+
+
+def _reusable(
+    resume: Mapping[str, Any] | None, settings: Mapping[str, Any]
+) -> dict[tuple[str, int], EvalCell]:
+    if resume is None:
+        return {}
+    if resume.get("format") != FORMAT:
+        raise ValueError(f"cannot resume: not an eval result ({resume.get('format')!r}).")
+    old = {
+        k: resume["settings"].get(k)
+        for k in ("pipeline", "prompts", "num_images", "seed", "reference", "dtype")
+    }
+    new = {k: settings[k] for k in old}
+    if old != new:
+        changed = sorted(k for k in old if old[k] != new[k])
+        raise ValueError(f"cannot resume: the previous run had other settings ({', '.join(changed)}).")
+    cells = {}
+    for row in resume["cells"]:
+        row = {k: v for k, v in row.items() if k != "summary"}
+        cell = EvalCell(**row)
+        cells[(cell.scheduler, cell.nfe_target)] = cell
+    return cells
+
+
+def _split(indices: list[int], state) -> list[int]:
+    if state is None or state.num_processes == 1:
+        return indices
+    with state.split_between_processes(indices) as mine:
+        return list(mine)
+
+
+def _gather(local: dict[int, Any], state) -> dict[int, Any]:
+    if state is None or state.num_processes == 1:
+        return local
+    merged: dict[int, Any] = {}
+    for part in gather_object([local]):
+        merged.update(part)
+    return merged
+
+
+def _per_image(seconds: float, count: int, state) -> float:
+    per = seconds / max(count, 1)
+    if state is None or state.num_processes == 1:
+        return per
+    values = _gather({state.process_index: per}, state)
+    return float(np.mean(list(values.values())))
+
+
+def _grid_images(images: Mapping[int, np.ndarray], grid: Sequence[int], state) -> np.ndarray | None:
+    mine = {i: images[i] for i in grid if i in images}
+    merged = _gather(mine, state)
+    return np.stack([merged[i] for i in grid]) if grid else None
+
+
+def _rms(x: torch.Tensor) -> float:
+    return float(x.double().pow(2).mean().sqrt().clamp_min(1e-30))
+
+
+def _progress(total: int, enabled: bool):
+    try:
+        from tqdm.auto import tqdm  # optional dependency, imported when used
+    except ImportError:  # pragma: no cover - tqdm comes with the test and bench extras
+        enabled = False
+    if not enabled:
+        return _NoBar()
+    return tqdm(total=total, desc="eval", unit="cell")
+
+
+class _NoBar:
+    def set_postfix_str(self, *_):
+        pass
+
+    def update(self, *_):
+        pass
+
+    def close(self):
+        pass
+
+
+def _distribution_metrics_unavailable() -> dict[str, str]:
+    """FID / KID / CLIP score need torchmetrics and its Inception / CLIP weights: say why they are skipped."""
+    if importlib.util.find_spec("torchmetrics") is None:
+        why = "needs torchmetrics with its Inception / CLIP weights: pip install 'torchmetrics[image,multimodal]'"
+        return {"fid": why, "kid": why, "clip_score": why}
+    return {
+        name: "torchmetrics is installed, but diffusers-geo eval does not compute distribution metrics yet"
+        for name in ("fid", "kid", "clip_score")
+    }
+
+
+def load_result(text: str) -> dict[str, Any]:
+    """A saved ``eval.json`` for ``resume=``."""
+    return json.loads(text)
+
+
+def plot_result(result: EvalResult, by_nfe: str, by_seconds: str) -> None:
+    """Quality against NFE and against seconds per image (relative RMSE and SSIM; one line per scheduler)."""
+    import matplotlib  # optional dependency, imported when used
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # optional dependency, imported when used
+
+    names = list(dict.fromkeys(c.scheduler for c in result.cells))
+    for path, axis, label in (
+        (by_nfe, "nfe_target", "model calls (NFE)"),
+        (by_seconds, "seconds_per_image", "s/image"),
+    ):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, metric, title in zip(
+            axes, ("rel_rmse", "ssim"), ("RMSE / reference RMS", "SSIM"), strict=True
+        ):
+            for name in names:
+                cells = [c for c in result.cells if c.scheduler == name]
+                xs = [getattr(c, axis) for c in cells]
+                ys = [c.summary()[metric][0] for c in cells]
+                ax.plot(xs, ys, marker="o", label=name, ls="--" if cells[0].stochastic else "-")
+            ax.set_xlabel(label)
+            ax.set_title(title)
+            if metric == "rel_rmse":
+                ax.set_yscale("log")
+        axes[0].legend(fontsize=7)
+        fig.suptitle(
+            f"{result.settings['pipeline']}, {result.settings['num_images']} images, reference "
+            f"{result.settings['reference']}"
+        )
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)

@@ -88,7 +88,6 @@ def encode_images(
 
 
 def _load_images(files: list[Path], image_size) -> torch.Tensor:
-
     images = []
     size = None
     if image_size is not None:

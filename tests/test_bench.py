@@ -110,3 +110,35 @@ def test_overhead_mode(tmp_path, capsys):
 def test_bench_bad_arguments(argv, tmp_path):
     with pytest.raises(SystemExit):
         main(argv + ["--out", str(tmp_path)])
+
+
+def test_the_problem_suite():
+    """Three exact problems of different difficulty from the same digits: benign (10 class Gaussians), many
+    narrow modes (one per image, unequal weights) and a one-dimensional manifold (strongly anisotropic)."""
+    from diffusers_geo.bench import PROBLEMS, make_problem
+
+    config = load_config("sd")
+    shares = {}
+    for name in PROBLEMS:
+        model = make_problem(name, config, size=8)
+        assert model.sample_shape == (1, 8, 8) and model.means.dtype == torch.float64
+        eig = torch.linalg.eigvalsh(model.data_covariance())
+        shares[name] = float(eig[-2:].sum() / eig.sum())
+    assert make_problem("images", config, size=8).config.num_components == 512
+    assert shares["manifold"] > 0.99 > 0.5 > shares["mixture"]  # all variance in one plane
+    w = make_problem("images", config, size=8).weights
+    assert w.max() / w.min() > 3  # unequal weights
+    with pytest.raises(ValueError, match="Unknown benchmark problem 'moons'"):
+        make_problem("moons", config)
+
+
+def test_bench_runs_the_suite(tmp_path, capsys):
+    args = ["bench", "--problem", "all", "--schedulers", "sigma-ddim", "--nfe", "4", "--seeds", "1"]
+    args += ["--samples", "16", "--size", "4", "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    for name in ("mixture", "images", "manifold"):
+        assert f"## problem={name} " in printed
+        assert json.loads((tmp_path / name / "results.json").read_text())["settings"]["problem"] == name
+    with pytest.raises(SystemExit, match="unknown --problem"):
+        main(["bench", "--problem", "moons", "--out", str(tmp_path)])

@@ -357,6 +357,25 @@ def test_error_at_nfe_10_well_below_ddim_on_the_exact_denoiser(config_name):
     assert errors[2.0] < 0.5 * errors[1.0], errors
 
 
+@pytest.mark.parametrize("config_name", ["sd", "ddpm"])
+def test_noise_injection_is_never_worse_than_ddim_with_the_same_mu(config_name):
+    """mu in (0, 1) at NFE 5-10: the gamma-correction against the eps the previous step implies at the new
+    point (GEState.eps_at) stays at least as close to the data as DDIM with the same mu (Frechet distance on
+    the benchmark's digits mixture, 4x4, 512 samples). Correcting against the raw previous eps extrapolated
+    the injected noise: FD 9-13 against DDIM's 1-2 on the SD config (docs/projection_ddim.md)."""
+    from diffusers_geo.bench.quality import run_quality
+
+    config = load_config(config_name)
+    model = digits_mixture(config, size=4)
+    for mu in (0.25, 0.5, 0.9):
+        names = [f"projection-ddim:mu={mu}", f"projection-ddim:gamma=1:mu={mu}"]
+        _, summaries = run_quality(model, config, names, [5, 6, 8, 10], [0], 512, progress=False)
+        fd = {(s.sampler, s.nfe_target): s.metrics["fd"][0] for s in summaries}
+        for nfe in (5, 6, 8, 10):
+            ge, ddim = fd[(names[0], nfe)], fd[(names[1], nfe)]
+            assert math.isfinite(ge) and ge <= ddim, (mu, nfe, ge, ddim)
+
+
 # ------------------------------------------------------------------------------------------------
 # config, registry, bad input
 # ------------------------------------------------------------------------------------------------

@@ -117,7 +117,6 @@ class GITSCache:
         self.model, self.config, self.progress, self.cache = model, config, progress, {}
 
     def schedule(self, num_steps: int, options: dict[str, Any]):
-
         key = (num_steps, tuple(sorted(options.items())))
         if key not in self.cache:
             self.cache[key] = gits_schedule(

@@ -78,4 +78,4 @@ def start_and_load(model: str | None):
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The command's options as JSON values (paths as strings), for the record the command writes."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

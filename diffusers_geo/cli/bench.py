@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..bench import digits_mixture, load_config, run_overhead, run_quality
+from ..bench import PROBLEMS, load_config, make_problem, run_overhead, run_quality
 from ..bench.overhead import overhead_table
 from ..bench.quality import floors, to_json
 from ..bench.report import markdown_table, plot
@@ -39,6 +39,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--nfe", type=int_list(1), default=[5, 6, 8, 10, 15, 20], help="target NFEs, e.g. 5,10,20"
     )
     bench.add_argument("--config", default="sd", help="'sd', 'ddpm' or a scheduler_config.json path")
+    bench.add_argument(
+        "--problem",
+        default="mixture",
+        help=f"comma-separated exact-denoiser problems from {list(PROBLEMS)}, or 'all' (the suite)",
+    )
     bench.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction", "sample"])
     bench.add_argument("--seeds", type=int, default=3, help="number of seeds (the noise band)")
     bench.add_argument("--samples", type=int, default=512, help="samples per seed")
@@ -68,7 +73,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def resolve_names(text: str) -> list[str]:
-
     try:
         return resolve(text)
     except ValueError as err:
@@ -76,7 +80,6 @@ def resolve_names(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-
     if args.list:
         print("\n".join(all_names()))
         return 0
@@ -100,23 +103,40 @@ def run(args: argparse.Namespace) -> int:
         (args.out / "overhead.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
         return 0
 
-    model = digits_mixture(config, size=args.size)
-    seeds = list(range(args.seeds))
-
-    try:
-        start = make_start(model, args.prior, args.sigma_start)
-    except ValueError as err:
-        raise SystemExit(f"diffusers-geo bench: {err}") from err
-    runs, summaries = run_quality(
-        model, config, names, args.nfe, seeds, args.samples, progress=not args.no_progress, start=start
+    problems = (
+        list(PROBLEMS) if args.problem == "all" else [p.strip() for p in args.problem.split(",") if p.strip()]
     )
-    summaries += floors(model, config, seeds, args.samples) + start.floors(model, seeds, args.samples)
-    title = f"config={args.config} prediction={args.prediction} d={model.dim} samples={args.samples} seeds={args.seeds}"
-    title += "" if start.is_default else f" {start.label}"
-    print(f"# diffusers-geo bench ({title})" + (f"\n\n`{command}`" if command else ""))
-    for metric in ("rmse", "fd", "mode_error"):
-        print("\n" + markdown_table(summaries, metric, args.nfe))
-    (args.out / "results.json").write_text(json.dumps(to_json(runs, summaries, settings), indent=1))
-    plot(summaries, args.out / "quality_vs_nfe.png", title)
-    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'quality_vs_nfe.png'}")
+    unknown = [p for p in problems if p not in PROBLEMS]
+    if unknown or not problems:
+        raise SystemExit(
+            f"diffusers-geo bench: unknown --problem {unknown or args.problem!r}; choose from {list(PROBLEMS)}"
+        )
+    seeds = list(range(args.seeds))
+    print(f"# diffusers-geo bench (config={args.config}, problems {', '.join(problems)})")
+    if command:
+        print(f"\n`{command}`")
+    for problem in problems:
+        out = args.out if len(problems) == 1 else args.out / problem
+        out.mkdir(parents=True, exist_ok=True)
+        model = make_problem(problem, config, size=args.size)
+        try:
+            start = make_start(model, args.prior, args.sigma_start)
+        except ValueError as err:
+            raise SystemExit(f"diffusers-geo bench: {err}") from err
+        runs, summaries = run_quality(
+            model, config, names, args.nfe, seeds, args.samples, progress=not args.no_progress, start=start
+        )
+        summaries += floors(model, config, seeds, args.samples) + start.floors(model, seeds, args.samples)
+        title = f"problem={problem} config={args.config} prediction={args.prediction} d={model.dim} "
+        title += f"samples={args.samples} seeds={args.seeds}" + (
+            "" if start.is_default else f" {start.label}"
+        )
+        print(f"\n## {title}")
+        for metric in ("rmse", "fd", "mode_error"):
+            print("\n" + markdown_table(summaries, metric, args.nfe))
+        (out / "results.json").write_text(
+            json.dumps(to_json(runs, summaries, {**settings, "problem": problem}), indent=1)
+        )
+        plot(summaries, out / "quality_vs_nfe.png", title)
+        print(f"\nwrote {out / 'results.json'} and {out / 'quality_vs_nfe.png'}")
     return 0

@@ -222,5 +222,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _versions() -> dict[str, str]:
-
     return {"diffusers_geo": __version__, "diffusers": diffusers.__version__, "torch": torch.__version__}

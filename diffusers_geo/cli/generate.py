@@ -60,7 +60,6 @@ def _images(pipe, seeds: list[int], steps: int, prompt: str | None) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-
     check_counts(args, ("steps", "num_images", "batch_size"))
     state, pipe = start_and_load(args.model)
     pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)

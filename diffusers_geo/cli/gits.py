@@ -68,7 +68,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-
     check_counts(args, ("steps", "num_warmup", "teacher_steps", "batch_size"))
     state, pipe = start_and_load(args.model)
     scheduler = pipe.scheduler

@@ -8,9 +8,9 @@ from ..parameterization import to_epsilon
 from ..schedules import append_terminal
 from ..schedules.log_linear import LOG_LINEAR_ENDS, log_linear_timesteps
 from ..solvers.gradient_estimation import (
+    GEState,
     corrected_denoised,
-    corrected_epsilon,
-    gradient_estimation_step,
+    gradient_estimation_call,
 )
 from .base import GeoScheduler, NoiseSource, scheduler_config
 from .options import Choice, Real
@@ -37,7 +37,10 @@ class ProjectionDDIMScheduler(GeoScheduler):
             our benchmark 2 has the lowest ODE error at NFE 5-6 on both configs (at every NFE on the pixel
             config); 1.75 trades some of it for a lower Frechet distance at NFE 8-10.
         mu: noise injection in [0, 1) (Appendix A): 0 is deterministic, 1/2 is DDPM-like (equal to
-            Euler-ancestral for ``gamma = 1``). Uses ``generator`` / ``variance_noise`` of ``step``.
+            Euler-ancestral for ``gamma = 1``). Uses ``generator`` / ``variance_noise`` of ``step``. With
+            ``mu > 0`` the correction compares the new eps with the one the previous step implies at the new
+            point, injected noise included (:class:`~diffusers_geo.solvers.gradient_estimation.GEState`), so
+            that ``gamma`` extrapolates the change of the denoiser and not the noise.
         schedule: ``"log-linear"`` (the paper's: constant step size ``1 - sigma_next / sigma`` from
             ``start_sigma``, every sigma snapped up to a trained timestep) or ``"spacing"`` (the shared
             ``timestep_spacing``). ``use_karras_sigmas`` / ``use_exponential_sigmas`` / ``use_beta_sigmas``,
@@ -96,8 +99,8 @@ class ProjectionDDIMScheduler(GeoScheduler):
         return min(self.parameterization.sigma_max, DEFAULT_START_SIGMA_CAP)
 
     def reset_state(self) -> None:
-        self._eps_prev: torch.Tensor | None = None
-        self._eps_prev_index: int | None = None
+        self._state: GEState | None = None
+        self._state_index: int | None = None
 
     def schedule_sigmas(self, sigmas: torch.Tensor, given: str) -> torch.Tensor:
         """Replace the spaced schedule by the paper's log-linear one (unless custom or respaced)."""
@@ -114,11 +117,12 @@ class ProjectionDDIMScheduler(GeoScheduler):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if sigma_next == 0:  # the jump to the data returns D itself, uncorrected (ComfyUI's finish)
             return denoised, denoised
+        index, cfg = self._step_index, self.config
+        # the previous step of this run; none on a run's first step (plain DDIM)
+        previous = self._state if self._state_index == index - 1 else None
         eps = to_epsilon(y, denoised, sigma)
-        index = self._step_index
-        # the raw eps of the step just before in this run; none on a run's first step (plain DDIM)
-        eps_prev = self._eps_prev if self._eps_prev_index == index - 1 else None
-        eps_bar = corrected_epsilon(eps, eps_prev, self.config.gamma)
-        self._eps_prev, self._eps_prev_index = eps, index
-        y_next = gradient_estimation_step(y, eps_bar, sigma, sigma_next, self.config.mu, noise)
+        y_next, eps_bar, self._state = gradient_estimation_call(
+            y, eps, sigma, sigma_next, previous, cfg.gamma, cfg.mu, noise
+        )
+        self._state_index = index
         return y_next, corrected_denoised(y, eps_bar, sigma)

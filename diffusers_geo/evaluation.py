@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import gather_object
 
-from .registry import GITS_SUFFIX, is_stochastic, make_scheduler, resolve_names
+from .gits import gits_schedule
+from .registry import is_stochastic, make_scheduler, resolve_names, split_gits
 from .sampling import decode, run_pipeline, steps_for_nfe, takes
 
 DEFAULT_SCHEDULERS = "ours,dpmpp-2m,unipc,euler"
@@ -96,6 +97,7 @@ class EvalCell:
     steps: int
     model_calls: int = 0
     seconds_per_image: float = 0.0
+    search_model_calls: int = 0  #: model calls a ``+gits`` name spent searching its schedule (once per run)
     per_image: dict[str, list[float]] = field(default_factory=dict)
     images: np.ndarray | None = field(default=None, repr=False)  #: the grid's images, floats in [0, 1]
 
@@ -132,6 +134,8 @@ class EvalResult:
                 for m in metrics
             ]
             name = c.scheduler + (" (stochastic)" if c.stochastic else "")
+            if c.search_model_calls:
+                name += f" (schedule search: {c.search_model_calls} calls)"
             lines.append(
                 f"| {name} | {c.nfe_target} | {c.model_calls} | {c.seconds_per_image:.3g} | "
                 + " | ".join(cells)
@@ -216,7 +220,9 @@ def evaluate_schedulers(
         prompts: one or more prompts (image ``i`` uses ``prompts[i % len(prompts)]``); required exactly when
             the pipeline takes a prompt.
         schedulers: names as ``diffusers-geo bench --list`` gives them (with ``:key=value`` options), or the
-            groups ``ours``, ``builtins``, ``all``; a comma-separated string or a list.
+            groups ``ours``, ``builtins``, ``all``; a comma-separated string or a list. A ``+gits`` suffix
+            (``"dpmpp-2m+gits/num_warmup=64"``) runs the scheduler on a GITS schedule searched on this pipeline
+            (:func:`~diffusers_geo.gits_schedule`, default 32 warm-up samples; its cost is reported).
         nfe: model-call budgets; each scheduler runs the largest step count that fits (and a budget below a
             scheduler's minimum is an error, before anything runs).
         reference: ``"NAME:STEPS"``, the converged run every sample is compared with.
@@ -238,11 +244,6 @@ def evaluate_schedulers(
     names = resolve_names(schedulers if isinstance(schedulers, str) else ",".join(schedulers))
     if not names:
         raise ValueError("schedulers selects no scheduler.")
-    if any(GITS_SUFFIX in n for n in names):
-        raise ValueError(
-            "eval does not search GITS schedules ('+gits'); search one with `diffusers-geo gits`, then "
-            "evaluate the scheduler folder it writes."
-        )
     reference_name, reference_steps = parse_reference(reference)
     base_config = dict(pipe.scheduler.config)
     plan = _plan(names, nfe, base_config)  # every error here, before anything samples
@@ -263,7 +264,26 @@ def evaluate_schedulers(
     all_indices = list(range(num_images))
     grid = [i for i in all_indices if prompts is None or i % len(prompts) == 0][:grid_images]
 
-    def run(spec: str, steps: int) -> tuple[dict[int, torch.Tensor], dict[int, np.ndarray], int, float]:
+    searched: dict[tuple, Any] = {}
+
+    def gits(name: str, steps: int):
+        """The GITS schedule of a ``+gits`` name, searched once per step count and options on this pipeline
+        (warm-up noise from seeds no image uses), or ``None``; with the model calls the search cost."""
+        options = split_gits(name)[1]
+        if options is None:
+            return None, 0
+        key = (steps, tuple(sorted(options.items())))
+        if key not in searched:
+            kwargs = {"num_warmup": 32, "seed": seed + 1_000_000, "progress": False, **options}
+            if prompts is not None:
+                kwargs["prompt"] = prompts[0]
+            schedule = gits_schedule(pipe, steps, **kwargs)
+            searched[key] = (schedule, schedule.model_calls)
+        return searched[key]
+
+    def run(
+        spec: str, steps: int, schedule=None
+    ) -> tuple[dict[int, torch.Tensor], dict[int, np.ndarray], int, float]:
         """(final samples, decoded images) of this process's images, model calls per image batch, seconds."""
         mine = _split(all_indices, state)
         samples, images, calls, seconds = {}, {}, 0, 0.0
@@ -273,7 +293,7 @@ def evaluate_schedulers(
             batch_prompts = None if prompts is None else [prompts[i % len(prompts)] for i in batch]
             tic = time.perf_counter()
             out, calls = run_pipeline(
-                pipe, scheduler, steps, [seed + i for i in batch], batch_prompts, "latent"
+                pipe, scheduler, steps, [seed + i for i in batch], batch_prompts, "latent", schedule
             )
             decoded = decode(pipe, out)
             seconds += time.perf_counter() - tic
@@ -298,7 +318,8 @@ def evaluate_schedulers(
                 cells.append(reused[key])
                 bar.update()
                 continue
-            samples, images, calls, seconds = run(name, steps)
+            schedule, search_calls = gits(name, steps)
+            samples, images, calls, seconds = run(name, steps, schedule)
             local = {
                 i: {
                     "rmse": (distance := float(rmse(samples[i][None], ref_samples[i][None])[0])),
@@ -309,7 +330,9 @@ def evaluate_schedulers(
                 for i in samples
             }
             per_index = _gather(local, state)
-            cell = EvalCell(name, scheduler_class, stochastic, target, steps, calls)
+            cell = EvalCell(
+                name, scheduler_class, stochastic, target, steps, calls, search_model_calls=search_calls
+            )
             cell.seconds_per_image = _per_image(seconds, len(samples), state)
             for metric in ("rmse", "rel_rmse", "psnr", "ssim"):
                 cell.per_image[metric] = [per_index[i][metric] for i in all_indices]

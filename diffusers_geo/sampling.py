@@ -72,6 +72,7 @@ def run_pipeline(
     seeds: Sequence[int],
     prompts: Sequence[str] | None = None,
     output_type: str = "np",
+    schedule=None,
 ) -> tuple[np.ndarray | torch.Tensor, int]:
     """Sample one image per seed with ``scheduler`` in ``steps`` steps; returns ``(samples, model calls)``.
 
@@ -82,6 +83,8 @@ def run_pipeline(
     [-1, 1]). Model calls are counted with a forward hook on the UNet / transformer (classifier-free
     guidance's batched call counts once). ``DDPMPipeline`` / ``DDIMPipeline`` apply neither
     ``init_noise_sigma`` nor ``scale_model_input``, so their loop runs here (:func:`sample`, which does both).
+    ``schedule`` (a :class:`~diffusers_geo.GITSSchedule`) replaces the ``steps``-step schedule: the pipeline
+    gets its ``sigmas=`` (or ``timesteps=`` where the scheduler takes no sigmas).
     """
     if output_type not in ("np", "latent"):
         raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}.")
@@ -103,12 +106,22 @@ def run_pipeline(
             size = (size, size) if isinstance(size, int) else tuple(size)
             shape = (len(seeds), unet.config.in_channels, *size)
             noise = randn_tensor(shape, generator=generators, device=pipe.device, dtype=unet.dtype)
-            scheduler.set_timesteps(steps, device=pipe.device)
+            if schedule is None:
+                scheduler.set_timesteps(steps, device=pipe.device)
+            else:
+                schedule.apply(scheduler, device=pipe.device)
             x, _, _ = sample(scheduler, unet, noise, generators)
             if output_type == "latent":
                 return x, calls
             return (x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy(), calls
         kwargs: dict[str, Any] = {"num_inference_steps": steps, "generator": generators}
+        if schedule is not None:
+            takes_sigmas = "sigmas" in inspect.signature(scheduler.set_timesteps).parameters
+            kwargs.pop("num_inference_steps")
+            if takes_sigmas:
+                kwargs["sigmas"] = list(schedule.sigmas)
+            else:
+                kwargs["timesteps"] = [int(round(t)) for t in schedule.timesteps]
         kwargs["output_type"] = output_type
         if takes(pipe, "prompt"):
             if prompts is None:

@@ -85,11 +85,15 @@ OWN_OVERRIDES: dict[str, dict] = {
     ),
     "SigmaDDIMScheduler": {},
     "GeometricHeunScheduler": dict(
-        intermediate_point=0.5, max_multistep_weight=1.5, corrector=False, sigma_data=1.0
+        multistep=False,
+        intermediate_point=0.5,
+        max_multistep_weight=1.5,
+        corrector=False,
+        sigma_data=1.0,
     ),
 }
 # options that cannot be combined with the values above; their round trip is tested elsewhere
-EXEMPT: dict[str, set[str]] = {"GeometricHeunScheduler": {"multistep"}}  # tests/test_geometric_heun.py
+EXEMPT: dict[str, set[str]] = {}
 
 # Stable Diffusion 1.x scheduler config (what `runwayml/stable-diffusion-v1-5` ships, minus the class).
 SD_SCHEDULER_CONFIG: dict[str, Any] = {

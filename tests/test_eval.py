@@ -71,6 +71,23 @@ def test_a_tiny_stable_diffusion_pipeline_end_to_end():
     assert result.settings["prompts"] == ["a photo of a cat", "a dog"]
 
 
+def test_gits_schedules_are_searched_on_the_pipeline(digits):
+    name = "sigma-ddim+gits/num_warmup=4/teacher_steps=12"
+    result = evaluate_schedulers(
+        digits,
+        schedulers=f"sigma-ddim,{name}",
+        nfe=[4],
+        num_images=4,
+        reference="sigma-ddim:12",
+        progress=False,
+    )
+    plain, searched = result.cells
+    assert searched.scheduler == name and searched.model_calls == 4 and searched.search_model_calls == 4 * 12
+    assert plain.search_model_calls == 0
+    assert searched.per_image["rmse"] != plain.per_image["rmse"]  # another schedule, another path
+    assert "schedule search: 48 calls" in result.markdown()
+
+
 def test_psnr_and_ssim_on_known_images():
     rng = np.random.default_rng(0)
     image = rng.random((2, 16, 16, 3))
@@ -146,7 +163,6 @@ def _refuse_sampling(monkeypatch):
     "kwargs, match",
     [
         (dict(schedulers="sigma-ddim,nope"), "unknown scheduler 'nope'"),
-        (dict(schedulers="dpmpp-2m+gits"), "does not search GITS schedules"),
         (dict(prompts=["a cat"]), "unconditional: it takes no prompt"),
         (dict(reference="dpmpp-2m-karras"), "reference must be 'NAME:STEPS'"),
         (dict(reference="nope:10"), "unknown|Unknown"),

@@ -3,12 +3,13 @@ checked against diffusers' Heun, closed forms and measured convergence orders on
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from diffusers import DPMSolverMultistepScheduler, HeunDiscreteScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, HeunDiscreteScheduler
 
 from diffusers_geo import (
     GeometricHeunScheduler,
@@ -138,7 +139,7 @@ def test_transfer_correction_is_exact_for_gaussian_data():
 # diffusers layout and equivalence with HeunDiscreteScheduler
 # ------------------------------------------------------------------------------------------------
 def test_order_two_layout_and_multistep_layout():
-    heun = GeometricHeunScheduler(**SD, use_karras_sigmas=True)
+    heun = GeometricHeunScheduler(multistep=False, **SD, use_karras_sigmas=True)
     heun.set_timesteps(5)
     assert heun.order == 2 and len(heun.timesteps) == 2 * 5 - 1 and heun.num_inference_steps == 5
     ref = HeunDiscreteScheduler(**SD, use_karras_sigmas=True)
@@ -146,7 +147,7 @@ def test_order_two_layout_and_multistep_layout():
     torch.testing.assert_close(heun.sigmas, ref.sigmas.double(), rtol=1e-6, atol=0)
     torch.testing.assert_close(heun.timesteps, ref.timesteps, rtol=0, atol=2e-3)
 
-    mid = GeometricHeunScheduler(**SD, intermediate_point=0.5)
+    mid = GeometricHeunScheduler(multistep=False, **SD, intermediate_point=0.5)
     mid.set_timesteps(4)
     base = SigmaDDIMScheduler(**SD)
     base.set_timesteps(4)
@@ -176,7 +177,7 @@ def test_heun_reproduces_diffusers_heun_with_karras_sigmas(prediction_type, step
     """Same sigmas, same start y = x0 + sigma * eps: diffusers' VE Heun and our VP Heun give the same result."""
     model = image_set_model(prediction_type)
     ref = HeunDiscreteScheduler(**SD, prediction_type=prediction_type, use_karras_sigmas=True)
-    ours = GeometricHeunScheduler.from_config(ref.config)
+    ours = GeometricHeunScheduler.from_config(ref.config, multistep=False)  # Heun mode, Heun's sigmas
     ref.set_timesteps(steps)
     ours.set_timesteps(steps)
     y0 = float(ours.sigmas[0]) * torch.randn(
@@ -265,8 +266,8 @@ def _error(cls, kwargs, steps, model, y0, reference, sigma_hi=10.0, sigma_lo=0.0
     "cls, kwargs, order",
     [
         (SigmaDDIMScheduler, {}, 1),
-        (GeometricHeunScheduler, {}, 2),
-        (GeometricHeunScheduler, dict(intermediate_point=0.5), 2),
+        (GeometricHeunScheduler, dict(multistep=False), 2),
+        (GeometricHeunScheduler, dict(multistep=False, intermediate_point=0.5), 2),
         (GeometricHeunScheduler, dict(multistep=True), 2),
         (GeometricHeunScheduler, dict(multistep=True, corrector=False), 2),
     ],
@@ -289,7 +290,7 @@ def test_measured_convergence_order(cls, kwargs, order):
 # ------------------------------------------------------------------------------------------------
 def test_a_run_entered_at_a_second_stage_finishes_that_step_by_euler():
     model = image_set_model()
-    s = GeometricHeunScheduler(**SD)
+    s = GeometricHeunScheduler(multistep=False, **SD)
     s.set_timesteps(4)
     s.set_begin_index(3)  # a second stage (at sigma_2, ending at sigma_2): no stored first stage
     x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
@@ -326,7 +327,7 @@ def test_multistep_guard_falls_back_to_euler_after_a_short_step():
 def test_set_timesteps_resets_the_stored_stage():
     model = image_set_model()
     for kwargs in (dict(), dict(multistep=True), dict(multistep=True, corrector=False)):
-        s = GeometricHeunScheduler(**SD, **kwargs)
+        s = GeometricHeunScheduler(**SD, **{"multistep": False, **kwargs})
         x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
         s.set_timesteps(5)
         first = run_vp(s, model, x)
@@ -347,14 +348,16 @@ def test_config_roundtrip(tmp_path):
     back = GeometricHeunScheduler.from_pretrained(tmp_path)
     assert back.config.multistep and back.config.max_multistep_weight == 0.5 and back.order == 1
     assert back.config.corrector is False and back.config.sigma_data == 1.0
-    r = GeometricHeunScheduler.from_config(HeunDiscreteScheduler(**SD).config, intermediate_point=0.5)
+    r = GeometricHeunScheduler.from_config(
+        HeunDiscreteScheduler(**SD).config, multistep=False, intermediate_point=0.5
+    )
     assert r.config.intermediate_point == 0.5 and r.order == 2
 
 
 # ------------------------------------------------------------------------------------------------
-# the variants in pipelines (the default Heun mode runs in the shared pipeline matrix)
+# the variants in pipelines (the default and the two-call Heun mode run in the shared pipeline matrix)
 # ------------------------------------------------------------------------------------------------
-VARIANTS = [dict(intermediate_point=0.5), dict(multistep=True)]
+VARIANTS = [dict(multistep=False, intermediate_point=0.5), dict(multistep=True)]
 
 
 def _record_unet_timesteps(pipe) -> list[float]:
@@ -424,3 +427,37 @@ def test_variants_in_ddpm_pipeline(kwargs):
 def test_bad_options(kwargs, error, match):
     with pytest.raises(error, match=match):
         GeometricHeunScheduler(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# defaults: the one-call multistep mode on Karras sigmas; configs saved before keep their behaviour
+# ------------------------------------------------------------------------------------------------
+def test_the_default_is_the_one_call_multistep_mode_on_the_pipelines_schedule():
+    for source in (DDIMScheduler(**SD), HeunDiscreteScheduler(**SD)):
+        ours = GeometricHeunScheduler.from_config(source.config)
+        assert ours.config.multistep and ours.order == 1
+        ours.set_timesteps(8)
+        assert len(ours.timesteps) == 8  # one model call per step
+        spaced = SigmaDDIMScheduler.from_config(source.config)
+        spaced.set_timesteps(8)
+        assert torch.equal(ours.sigmas, spaced.sigmas)
+
+
+def test_a_config_saved_with_the_old_default_samples_as_it_did(tmp_path):
+    """save_pretrained writes every option, so a scheduler_config.json saved when Heun was the default
+    (``"multistep": false``) loads as Heun and samples bit for bit like it; the new default applies to
+    configs of other classes only."""
+    old = {**GeometricHeunScheduler(**SD, multistep=False).config}
+    old = {k: v for k, v in old.items() if k != "_use_default_values"}
+    old["_class_name"] = "GeometricHeunScheduler"
+    (tmp_path / "scheduler_config.json").write_text(json.dumps(old))
+    loaded = GeometricHeunScheduler.from_pretrained(tmp_path)
+    assert not loaded.config.multistep and loaded.order == 2
+    explicit = GeometricHeunScheduler(**SD, multistep=False)
+    model = image_set_model()
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for s in (loaded, explicit):
+        s.set_timesteps(6)
+    assert torch.equal(run_vp(loaded, model, x), run_vp(explicit, model, x))
+    loaded.save_pretrained(tmp_path / "now")
+    assert json.loads((tmp_path / "now" / "scheduler_config.json").read_text())["multistep"] is False

@@ -75,9 +75,9 @@ def _control(cls: type[SchedulerMixin]) -> Case:
 OURS = [_ours(name) for name in scheduler_names()]
 # non-default modes that change the step's state handling run the whole matrix too
 OURS.append(
-    Case(
-        "geometric-heun-multistep",
-        functools.partial(load_scheduler, "geometric-heun", multistep=True),
+    Case(  # the two-call Heun step: diffusers' order-2 layout (the default is the one-call multistep)
+        "geometric-heun-two-call",
+        functools.partial(load_scheduler, "geometric-heun", multistep=False),
         ours=True,
     )
 )

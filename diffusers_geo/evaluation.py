@@ -12,27 +12,27 @@ noise gives the target each deterministic sampler should reach:
   sigma 1.5, on images in [0, 1]) of the decoded image against the decoded reference.
 
 These compare paths from the same noise, so they mean "converged" only for deterministic samplers; a
-stochastic sampler is judged by distribution metrics (FID / KID against the reference set, CLIP score
-against the prompts). Those come from torchmetrics when it and its feature-extractor weights are available;
-otherwise they are skipped with the reason in ``EvalResult.skipped``, never estimated some other way.
+stochastic sampler is judged by distribution metrics: FID's formula and KID between a cell's images and the
+reference's, in FID's Inception features (torchmetrics, when it and its weights are available) or in the
+features of an extractor you pass. Without one they are skipped with the reason in ``EvalResult.skipped``,
+never estimated some other way; a CLIP score is not computed.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate.utils import gather_object
 
 from .gits import gits_schedule
+from .metrics import feature_frechet_distance, kernel_distance, psnr, rmse, ssim
 from .registry import is_stochastic, make_scheduler, resolve_names, split_gits
 from .sampling import decode, run_pipeline, steps_for_nfe, takes
 
@@ -41,46 +41,7 @@ DEFAULT_NFE = (4, 5, 6, 8, 10, 15, 20)
 REFERENCE = "dpmpp-2m-karras:100"
 #: relative-RMSE targets of the recommendations (fractions of the reference's RMS)
 TARGETS = (0.05, 0.02)
-PSNR_CAP = 100.0
 FORMAT = "diffusers_geo.eval/1"
-
-
-# --------------------------------------------------------------------------------------------------
-# metrics (per image)
-# --------------------------------------------------------------------------------------------------
-def rmse(samples: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Per-image root-mean-square distance, in float64."""
-    diff = samples.detach().double().cpu() - reference.detach().double().cpu()
-    return diff.flatten(1).pow(2).mean(1).sqrt()
-
-
-def psnr(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Per-image PSNR in dB of images in [0, 1] (``(N, H, W, C)``), capped at ``PSNR_CAP`` (identical images)."""
-    mse = ((images.astype(np.float64) - reference.astype(np.float64)) ** 2).reshape(len(images), -1).mean(1)
-    return np.minimum(10.0 * np.log10(1.0 / np.maximum(mse, 1e-300)), PSNR_CAP)
-
-
-def ssim(images: np.ndarray, reference: np.ndarray, window: int = 11, sigma: float = 1.5) -> np.ndarray:
-    """Per-image SSIM (Wang et al. 2004, eq. 13) of images in [0, 1] (``(N, H, W, C)``): local means, variances
-    and covariance under a Gaussian window (11 pixels, sigma 1.5, shrunk to fit small images; valid region
-    only), ``C1 = 0.01^2``, ``C2 = 0.03^2``, averaged over pixels and channels."""
-    x = torch.from_numpy(np.asarray(images, dtype=np.float64)).permute(0, 3, 1, 2)
-    y = torch.from_numpy(np.asarray(reference, dtype=np.float64)).permute(0, 3, 1, 2)
-    size = min(window, x.shape[-2], x.shape[-1])
-    size -= 1 - size % 2  # odd
-    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(x.shape[1], 1, size, size)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, kernel, groups=x.shape[1])
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cov = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    value = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return value.flatten(1).mean(1).numpy()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,6 +59,8 @@ class EvalCell:
     model_calls: int = 0
     seconds_per_image: float = 0.0
     search_model_calls: int = 0  #: model calls a ``+gits`` name spent searching its schedule (once per run)
+    #: FID's formula and KID of the cell's images against the reference's, in the extractor's features
+    distribution: dict[str, float] = field(default_factory=dict)
     per_image: dict[str, list[float]] = field(default_factory=dict)
     images: np.ndarray | None = field(default=None, repr=False)  #: the grid's images, floats in [0, 1]
 
@@ -123,8 +86,9 @@ class EvalResult:
     def markdown(self) -> str:
         """One row per scheduler and NFE: model calls, seconds per image, and every metric as mean ± std."""
         metrics = list(dict.fromkeys(m for c in self.cells for m in c.per_image))
-        header = "| scheduler | NFE | calls | s/image | " + " | ".join(metrics) + " |"
-        lines = [header, "|" + "---|" * (4 + len(metrics))]
+        extra = list(dict.fromkeys(m for c in self.cells for m in c.distribution))
+        header = "| scheduler | NFE | calls | s/image | " + " | ".join(metrics + extra) + " |"
+        lines = [header, "|" + "---|" * (4 + len(metrics) + len(extra))]
         for c in self.cells:
             summary = c.summary()
             cells = [
@@ -133,6 +97,7 @@ class EvalResult:
                 else "–"
                 for m in metrics
             ]
+            cells += [f"{c.distribution[m]:.4g}" if m in c.distribution else "–" for m in extra]
             name = c.scheduler + (" (stochastic)" if c.stochastic else "")
             if c.search_model_calls:
                 name += f" (schedule search: {c.search_model_calls} calls)"
@@ -209,6 +174,7 @@ def evaluate_schedulers(
     seed: int = 0,
     batch_size: int = 16,
     grid_images: int = 4,
+    features: Callable[[np.ndarray], torch.Tensor] | str | None = "inception",
     progress: bool = True,
     resume: Mapping[str, Any] | None = None,
     state=None,
@@ -229,6 +195,10 @@ def evaluate_schedulers(
         num_images, seed: images ``0 .. num_images - 1`` with seeds ``seed + i``.
         batch_size: images per pipeline call.
         grid_images: images kept per cell for the grid (those with the first prompt).
+        features: maps images in [0, 1] ``(N, H, W, C)`` to feature vectors ``(N, k)`` for the distribution
+            metrics (FID's formula and KID between each cell's images and the reference's): ``"inception"``
+            (FID's Inception-v3 through torchmetrics, when available; else FID / KID are reported as
+            skipped, with the reason), a callable of your own, or ``None``.
         resume: a previous :meth:`EvalResult.to_json` with the same settings: its cells are reused.
         state: an ``accelerate.PartialState`` to split the images over processes (every process gets the
             whole result); ``None``: this process does everything.
@@ -246,7 +216,8 @@ def evaluate_schedulers(
         raise ValueError("schedulers selects no scheduler.")
     reference_name, reference_steps = parse_reference(reference)
     base_config = dict(pipe.scheduler.config)
-    plan = _plan(names, nfe, base_config)  # every error here, before anything samples
+    plan = _plan(names, nfe, base_config)
+    extract, why = _feature_extractor(features)  # every error here, before anything samples
     make_scheduler(reference_name, base_config)
 
     original = pipe.scheduler
@@ -303,6 +274,7 @@ def evaluate_schedulers(
 
     try:
         ref_samples, ref_images, ref_calls, ref_seconds = run(reference_name, reference_steps)
+        ref_features = None if extract is None else _features(extract, ref_images, all_indices, state)
         reference_info = {
             "scheduler": reference_name,
             "steps": reference_steps,
@@ -337,6 +309,12 @@ def evaluate_schedulers(
             for metric in ("rmse", "rel_rmse", "psnr", "ssim"):
                 cell.per_image[metric] = [per_index[i][metric] for i in all_indices]
             cell.images = _grid_images(images, grid, state)
+            if ref_features is not None:
+                mine = _features(extract, images, all_indices, state)
+                cell.distribution = {
+                    "fid": feature_frechet_distance(mine, ref_features),
+                    "kid": kernel_distance(mine, ref_features),
+                }
             cells.append(cell)
             bar.update()
         bar.close()
@@ -345,7 +323,9 @@ def evaluate_schedulers(
     result = EvalResult(
         settings, reference_info, cells, reference_images=_grid_images(ref_images, grid, state)
     )
-    result.skipped.update(_distribution_metrics_unavailable())
+    if extract is None:
+        result.skipped.update(fid=why, kid=why)
+    result.skipped["clip_score"] = "CLIP score is not computed by diffusers-geo eval"
     return result
 
 
@@ -435,6 +415,14 @@ def _grid_images(images: Mapping[int, np.ndarray], grid: Sequence[int], state) -
     return np.stack([merged[i] for i in grid]) if grid else None
 
 
+def _features(extract, images: Mapping[int, np.ndarray], indices: Sequence[int], state) -> torch.Tensor:
+    """Feature rows of every image (this process's images, gathered), in image order."""
+    mine = sorted(images)
+    rows = extract(np.stack([images[i] for i in mine])) if mine else torch.zeros(0)
+    merged = _gather({i: rows[k].cpu() for k, i in enumerate(mine)}, state)
+    return torch.stack([merged[i] for i in indices])
+
+
 def _rms(x: torch.Tensor) -> float:
     return float(x.double().pow(2).mean().sqrt().clamp_min(1e-30))
 
@@ -460,15 +448,31 @@ class _NoBar:
         pass
 
 
-def _distribution_metrics_unavailable() -> dict[str, str]:
-    """FID / KID / CLIP score need torchmetrics and its Inception / CLIP weights: say why they are skipped."""
-    if importlib.util.find_spec("torchmetrics") is None:
-        why = "needs torchmetrics with its Inception / CLIP weights: pip install 'torchmetrics[image,multimodal]'"
-        return {"fid": why, "kid": why, "clip_score": why}
-    return {
-        name: "torchmetrics is installed, but diffusers-geo eval does not compute distribution metrics yet"
-        for name in ("fid", "kid", "clip_score")
-    }
+def inception_features() -> Callable[[np.ndarray], torch.Tensor]:
+    """FID's feature extractor: torchmetrics' Inception-v3 (``inception-v3-compat``, 2048 pool features) on
+    images in [0, 1]. Needs torchmetrics and its weights (downloaded on first use, or cached): raises with
+    the reason otherwise, and :func:`evaluate_schedulers` then reports FID / KID as skipped."""
+    from torchmetrics.image.fid import NoTrainInceptionV3  # optional dependency, imported when used
+
+    net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"]).eval()
+
+    @torch.no_grad()
+    def extract(images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy((np.clip(images, 0, 1) * 255).round().astype(np.uint8)).permute(0, 3, 1, 2)
+        return net(x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x).double()
+
+    return extract
+
+
+def _feature_extractor(features) -> tuple[Callable[[np.ndarray], torch.Tensor] | None, str | None]:
+    if callable(features):
+        return features, None
+    if features is None:
+        return None, "no feature extractor (features=None)"
+    try:
+        return inception_features(), None
+    except Exception as err:  # any failure to build it (package, weights offline) is a skip, with the reason
+        return None, f"FID's Inception features are not available ({type(err).__name__}: {err})"
 
 
 def load_result(text: str) -> dict[str, Any]:

@@ -7,10 +7,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import diffusers_geo.evaluation as evaluation
 from diffusers_geo.cli import main
-from diffusers_geo.evaluation import evaluate_schedulers, psnr, ssim
+from diffusers_geo.evaluation import evaluate_schedulers
+from diffusers_geo.metrics import PSNR_CAP, feature_frechet_distance, kernel_distance, psnr, ssim
 from diffusers_geo.models.default_model import load_default_pipeline
 from diffusers_geo.testing import accelerate_launch, tiny_sd_pipeline
 
@@ -28,7 +30,7 @@ def test_the_reference_scores_zero_against_itself(digits):
     )
     (cell,) = result.cells
     assert cell.per_image["rmse"] == [0.0, 0.0, 0.0] and cell.per_image["rel_rmse"] == [0.0, 0.0, 0.0]
-    assert cell.per_image["psnr"] == [evaluation.PSNR_CAP] * 3
+    assert cell.per_image["psnr"] == [PSNR_CAP] * 3
     assert np.allclose(cell.per_image["ssim"], 1.0)
     assert cell.model_calls == 6 and result.reference["model_calls"] == 6
 
@@ -86,6 +88,44 @@ def test_gits_schedules_are_searched_on_the_pipeline(digits):
     assert plain.search_model_calls == 0
     assert searched.per_image["rmse"] != plain.per_image["rmse"]  # another schedule, another path
     assert "schedule search: 48 calls" in result.markdown()
+
+
+def test_distribution_metrics_with_a_feature_extractor(digits):
+    """With an extractor (here the raw pixels) every cell gets FID's formula and KID against the reference
+    set; the reference sampler itself scores 0. Offline with the default Inception extractor they are
+    skipped with the reason, never computed some other way."""
+
+    def pixels(images):
+        return torch.from_numpy(images.reshape(len(images), -1))
+
+    result = evaluate_schedulers(
+        digits,
+        schedulers="sigma-ddim",
+        nfe=[2, 12],
+        reference="sigma-ddim:12",
+        num_images=16,
+        features=pixels,
+        progress=False,
+    )
+    few, same = result.cells
+    # identical sets: 0 up to the round-off of the covariance square roots (16 images in 64 dimensions)
+    assert same.distribution["fid"] == pytest.approx(0.0, abs=1e-5)
+    assert (
+        few.distribution["kid"] > same.distribution["kid"]
+    )  # KID is unbiased: ~0, may be < 0, for equal sets
+    assert few.distribution["fid"] > 0.1 and "fid" not in result.skipped and "clip_score" in result.skipped
+    assert "| fid | kid |" in result.markdown()
+    offline = evaluate_schedulers(digits, schedulers="sigma-ddim", nfe=[2], num_images=2, progress=False)
+    assert "Inception features are not available" in offline.skipped["fid"]
+    assert offline.cells[0].distribution == {}
+
+
+def test_frechet_and_kernel_distances():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(400, 3, generator=g), torch.randn(400, 3, generator=g)
+    assert feature_frechet_distance(x, x) == pytest.approx(0.0, abs=1e-9)
+    assert feature_frechet_distance(x + 2.0, x) == pytest.approx(12.0, rel=1e-6)  # |shift|^2 = 3 * 4
+    assert abs(kernel_distance(x, y)) < 0.05 < kernel_distance(x + 2.0, y)
 
 
 def test_psnr_and_ssim_on_known_images():

@@ -21,7 +21,16 @@ LAYERS = [
     {"solvers", "_help"},  # pure math in (sigma, D); no diffusers
     {"schedules", "parameterization"},  # sigma schedules and the one coordinate change
     {"schedulers", "registry"},  # the diffusers adapters and the one name -> scheduler factory
-    {"models", "priors", "diagnostics", "gits", "sampling", "data", "evaluation"},  # library features
+    {
+        "models",
+        "priors",
+        "diagnostics",
+        "gits",
+        "sampling",
+        "data",
+        "evaluation",
+        "metrics",
+    },  # library features
     {"bench", "testing", "cli"},  # the benchmark, the test helpers and the commands
 ]
 #: what the top layer may not import among itself: the benchmark and the test helpers are not commands
@@ -33,7 +42,7 @@ FORBIDDEN = {
     ("cli", "testing"),
 }
 #: optional dependencies (extras), imported where used so that the package imports without them
-OPTIONAL = {"matplotlib", "sklearn", "scipy", "tqdm", "threadpoolctl"}
+OPTIONAL = {"matplotlib", "sklearn", "scipy", "tqdm", "threadpoolctl", "torchmetrics"}
 
 
 def _modules() -> dict[str, Path]:

@@ -15,7 +15,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
 from diffusers_geo import OptimalDenoiser, SigmaDDIMScheduler
-from diffusers_geo.bench.quality import frechet_distance
+from diffusers_geo.metrics import frechet_distance
 from diffusers_geo.priors import (
     PFGMPPPrior,
     TruncatedPrior,

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..gits import gits_schedule
+from ..metrics import frechet_distance
 from ..models import OptimalDenoiser
 from ..registry import is_stochastic, make_scheduler, split_gits
 from ..sampling import sample, steps_for_nfe
@@ -48,16 +49,6 @@ class Summary:
     stochastic: bool
     # name -> (mean, std over seeds; None from a single seed, where no spread was measured)
     metrics: dict[str, tuple[float, float | None]] = field(default_factory=dict)
-
-
-def frechet_distance(
-    mean: torch.Tensor, cov: torch.Tensor, ref_mean: torch.Tensor, ref_cov: torch.Tensor
-) -> float:
-    """``|m1 - m2|^2 + tr(C1 + C2 - 2 (C1^1/2 C2 C1^1/2)^1/2)`` (Dowson & Landau 1982)."""
-    evals, evecs = torch.linalg.eigh(cov)
-    root = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
-    cross = torch.linalg.eigvalsh(root @ ref_cov @ root).clamp_min(0).sqrt().sum()
-    return float((mean - ref_mean).pow(2).sum() + cov.trace() + ref_cov.trace() - 2 * cross)
 
 
 class DistributionScorer:

@@ -20,7 +20,6 @@ never estimated some other way; a CLIP score is not computed.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -282,7 +281,10 @@ def evaluate_schedulers(
             "seconds_per_image": _per_image(ref_seconds, len(ref_samples), state),
         }
         cells: list[EvalCell] = []
-        bar = _progress(len(plan), progress and (state is None or state.is_main_process))
+        from tqdm.auto import tqdm  # optional dependency, imported when used (it comes with huggingface_hub)
+
+        shown = progress and (state is None or state.is_main_process)
+        bar = tqdm(total=len(plan), desc="eval", unit="cell", disable=not shown)
         for name, target, steps, scheduler_class, stochastic in plan:
             bar.set_postfix_str(f"{name} NFE {target}")
             key = (name, target)
@@ -427,27 +429,6 @@ def _rms(x: torch.Tensor) -> float:
     return float(x.double().pow(2).mean().sqrt().clamp_min(1e-30))
 
 
-def _progress(total: int, enabled: bool):
-    try:
-        from tqdm.auto import tqdm  # optional dependency, imported when used
-    except ImportError:  # pragma: no cover - tqdm comes with the test and bench extras
-        enabled = False
-    if not enabled:
-        return _NoBar()
-    return tqdm(total=total, desc="eval", unit="cell")
-
-
-class _NoBar:
-    def set_postfix_str(self, *_):
-        pass
-
-    def update(self, *_):
-        pass
-
-    def close(self):
-        pass
-
-
 def inception_features() -> Callable[[np.ndarray], torch.Tensor]:
     """FID's feature extractor: torchmetrics' Inception-v3 (``inception-v3-compat``, 2048 pool features) on
     images in [0, 1]. Needs torchmetrics and its weights (downloaded on first use, or cached): raises with
@@ -473,11 +454,6 @@ def _feature_extractor(features) -> tuple[Callable[[np.ndarray], torch.Tensor] |
         return inception_features(), None
     except Exception as err:  # any failure to build it (package, weights offline) is a skip, with the reason
         return None, f"FID's Inception features are not available ({type(err).__name__}: {err})"
-
-
-def load_result(text: str) -> dict[str, Any]:
-    """A saved ``eval.json`` for ``resume=``."""
-    return json.loads(text)
 
 
 def plot_result(result: EvalResult, by_nfe: str, by_seconds: str) -> None:

@@ -20,6 +20,7 @@ The search math (Euler-jump costs, dynamic program, analytic first step) is in
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
@@ -39,7 +40,7 @@ from huggingface_hub.errors import EntryNotFoundError
 
 from .parameterization import DiscreteVP
 from .schedulers.scheduling_geometric_heun import GeometricHeunScheduler
-from .schedules import SCHEDULE_KEYS, karras_sigmas
+from .schedules import karras_sigmas, training_schedule
 from .solvers.gits import COST_METRICS, JUMPS, afs_noise_scale, gits_dynamic_program, jump_costs
 
 GRIDS = ("timesteps", "karras")
@@ -249,6 +250,20 @@ class GITSSchedule:
                 raise FileNotFoundError(f"No GITS schedule on the Hub: {hint}") from err
         return cls.from_dict(_read_json(path), str(path))
 
+    def set_timesteps_kwargs(self, scheduler) -> dict[str, Any]:
+        """What ``scheduler.set_timesteps`` (and a pipeline call) takes to run this schedule: ``sigmas=`` where
+        the scheduler accepts custom sigmas, else integer ``timesteps=``; ``{}`` where it takes neither."""
+        params = inspect.signature(scheduler.set_timesteps).parameters
+        if "sigmas" in params:
+            try:
+                copy.deepcopy(scheduler).set_timesteps(sigmas=list(self.sigmas))
+                return {"sigmas": list(self.sigmas)}
+            except ValueError:  # e.g. UniPC takes sigmas only for flow models
+                pass
+        if "timesteps" in params:
+            return {"timesteps": [int(round(t)) for t in self.timesteps]}
+        return {}
+
     def apply(self, scheduler, device: str | torch.device | None = None):
         """Set this schedule on ``scheduler`` (any diffusers or diffusers-geo scheduler); returns it.
 
@@ -258,17 +273,11 @@ class GITSSchedule:
         both by step index). Schedulers that derive their steps from timestep arithmetic (DDIM, DDPM)
         cannot take a custom schedule: ``TypeError``.
         """
-        params = inspect.signature(scheduler.set_timesteps).parameters
-        if "sigmas" in params:
-            try:
-                scheduler.set_timesteps(sigmas=list(self.sigmas), device=device)
-                return scheduler
-            except ValueError:  # e.g. UniPC takes sigmas only for flow models
-                pass
-        n = self.num_inference_steps
-        if "timesteps" in params:
-            scheduler.set_timesteps(timesteps=[int(round(t)) for t in self.timesteps], device=device)
+        kwargs = self.set_timesteps_kwargs(scheduler)
+        if kwargs:
+            scheduler.set_timesteps(device=device, **kwargs)
             return scheduler
+        n = self.num_inference_steps
         scheduler.set_timesteps(n, device=device)
         old_sigmas = getattr(scheduler, "sigmas", None)
         if old_sigmas is None or len(old_sigmas) != n + 1 or len(scheduler.timesteps) != n:
@@ -437,9 +446,8 @@ def gits_schedule(
             + ("; a generator= cannot be split between processes." if generator is not None else ".")
         )
     runner = _teacher_runner(model, scheduler_config, sample_shape, model_kwargs or {}, pipeline_kwargs)
-    keys = (*SCHEDULE_KEYS, "prediction_type")
     teacher = GeometricHeunScheduler.from_config(
-        {k: runner.config[k] for k in keys if k in runner.config}, multistep=True
+        training_schedule(runner.config, prediction_type=True), multistep=True
     )
     grid_sigmas = _teacher_grid(teacher.parameterization, teacher_steps, grid)
     teacher.set_timesteps(sigmas=grid_sigmas)

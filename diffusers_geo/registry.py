@@ -9,7 +9,6 @@ suffix (``use_karras_sigmas=True``) and a ``+gits`` suffix (run on a GITS schedu
 from __future__ import annotations
 
 import ast
-import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +23,7 @@ from .schedulers import (
     ProjectionDDIMScheduler,
     SigmaDDIMScheduler,
 )
+from .schedulers.base import unknown_options
 
 SCHEDULERS: dict[str, type[GeoScheduler]] = {
     "er-sde": ERSDEScheduler,
@@ -96,11 +96,7 @@ def _check_overrides(cls: type, overrides: Mapping[str, Any]) -> None:
     valid = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        guesses = {name: difflib.get_close_matches(name, valid, n=1) for name in unknown}
-        hints = "".join(f" Did you mean {g[0]!r} for {n!r}?" for n, g in guesses.items() if g)
-        raise ValueError(
-            f"{cls.__name__} has no option {', '.join(map(repr, unknown))}.{hints} Valid options: {sorted(valid)}."
-        )
+        raise ValueError(unknown_options(cls.__name__, unknown, valid))
 
 
 def make_scheduler(

@@ -84,7 +84,8 @@ def run_pipeline(
     guidance's batched call counts once). ``DDPMPipeline`` / ``DDIMPipeline`` apply neither
     ``init_noise_sigma`` nor ``scale_model_input``, so their loop runs here (:func:`sample`, which does both).
     ``schedule`` (a :class:`~diffusers_geo.GITSSchedule`) replaces the ``steps``-step schedule: the pipeline
-    gets its ``sigmas=`` (or ``timesteps=`` where the scheduler takes no sigmas).
+    gets its ``sigmas=`` (or ``timesteps=`` where the scheduler takes no sigmas:
+    :meth:`~diffusers_geo.GITSSchedule.set_timesteps_kwargs`).
     """
     if output_type not in ("np", "latent"):
         raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}.")
@@ -114,15 +115,17 @@ def run_pipeline(
             if output_type == "latent":
                 return x, calls
             return (x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy(), calls
-        kwargs: dict[str, Any] = {"num_inference_steps": steps, "generator": generators}
-        if schedule is not None:
-            takes_sigmas = "sigmas" in inspect.signature(scheduler.set_timesteps).parameters
-            kwargs.pop("num_inference_steps")
-            if takes_sigmas:
-                kwargs["sigmas"] = list(schedule.sigmas)
-            else:
-                kwargs["timesteps"] = [int(round(t)) for t in schedule.timesteps]
-        kwargs["output_type"] = output_type
+        kwargs: dict[str, Any] = {"generator": generators, "output_type": output_type}
+        if schedule is None:
+            kwargs["num_inference_steps"] = steps
+        else:
+            custom = schedule.set_timesteps_kwargs(scheduler)
+            if not custom:
+                raise TypeError(
+                    f"{type(scheduler).__name__} takes no custom schedule through a pipeline (neither sigmas= "
+                    "nor timesteps=); run the GITS schedule with Euler, DPM-Solver++ or a diffusers-geo scheduler."
+                )
+            kwargs.update(custom)
         if takes(pipe, "prompt"):
             if prompts is None:
                 raise ValueError(f"{type(pipe).__name__} needs a prompt per image.")

@@ -23,7 +23,7 @@ import torch
 
 from ..data import digits_images, digits_labels
 from ..models import OptimalDenoiser
-from ..schedules import SCHEDULE_KEYS
+from ..schedules import training_schedule
 
 # Stable Diffusion 1.x scheduler config (PNDMScheduler in the checkpoints) and the DDPM pixel config.
 SD_CONFIG: dict[str, Any] = {
@@ -78,8 +78,7 @@ def make_problem(
     """The exact denoiser of benchmark problem ``name`` (see the module docstring) at ``size`` x ``size``."""
     if name == "mixture":
         return digits_mixture(config, size, dtype)
-    schedule = {k: config[k] for k in SCHEDULE_KEYS if k in config}
-    schedule["prediction_type"] = config.get("prediction_type", "epsilon")
+    schedule = training_schedule(config, prediction_type=True)
     images = digits_images(size, torch.float64)
     generator = torch.Generator().manual_seed(0)
     if name == "images":
@@ -101,7 +100,7 @@ def make_problem(
         model = OptimalDenoiser.from_gaussian_mixture(means, 0.02**2, None, **schedule)
     else:
         raise ValueError(f"Unknown benchmark problem {name!r}; choose from {list(PROBLEMS)}.")
-    return model.double() if dtype == torch.float64 else model.to(dtype=dtype)
+    return _cast(model, dtype)
 
 
 def digits_mixture(
@@ -116,15 +115,14 @@ def digits_mixture(
     means = torch.stack([images[labels == c].mean(0) for c in range(10)])
     variances = torch.stack([images[labels == c].var(0) for c in range(10)]).clamp_min(1e-4)
     weights = torch.bincount(labels, minlength=10).double()
-    schedule = {k: config[k] for k in SCHEDULE_KEYS if k in config}
     model = OptimalDenoiser.from_gaussian_mixture(
-        means, variances, weights, prediction_type=config.get("prediction_type", "epsilon"), **schedule
+        means, variances, weights, **training_schedule(config, prediction_type=True)
     )
+    return _cast(model, dtype)
+
+
+def _cast(model: OptimalDenoiser, dtype: torch.dtype) -> OptimalDenoiser:
     # nn.Module's casts: ModelMixin.to(dtype) logs a spurious fp32-modules warning
-    return (
-        model.double()
-        if dtype == torch.float64
-        else model.to(dtype=dtype)
-        if dtype != torch.float32
-        else model
-    )
+    if dtype == torch.float64:
+        return model.double()
+    return model if dtype == torch.float32 else model.to(dtype=dtype)

@@ -66,13 +66,13 @@ def load_pipeline(model: str | None, device: torch.device, dtype: torch.dtype) -
     return pipe.to(device)
 
 
-def start_and_load(model: str | None):
+def start_and_load(model: str | None, device: str | None = None, dtype: str = "auto"):
     """This process's :class:`accelerate.PartialState` and the pipeline (the packaged model, or ``model`` in
-    float16 on CUDA) on its device. Without a GPU, processes started by ``accelerate launch --multi_gpu`` /
-    torchrun talk over gloo on the CPU."""
-
+    float16 on CUDA unless ``dtype`` says otherwise) on ``device`` (default: the process's device). Without a
+    GPU, processes started by ``accelerate launch --multi_gpu`` / torchrun talk over gloo on the CPU."""
     state = PartialState(cpu=not torch.cuda.is_available())
-    pipe = load_pipeline(model, state.device, resolve_dtype("auto", state.device, packaged=model is None))
+    where = resolve_device(device) if device else state.device
+    pipe = load_pipeline(model, where, resolve_dtype(dtype, where, packaged=model is None))
     return state, pipe
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ from ..models import OptimalDenoiser
 from ..models.default_model import load_default_pipeline
 from ..registry import make_scheduler
 from ..sampling import sample
-from ..schedules import SCHEDULE_KEYS
+from ..schedules import training_schedule
 from ._common import settings as command_settings
 
 
@@ -79,8 +78,7 @@ def digits_images(shape: tuple[int, int, int]) -> torch.Tensor:
 def exact_denoisers(config: dict[str, Any], size: int) -> dict[str, tuple[str, Any]]:
     """The exact problems: ``{key: (label, OptimalDenoiser)}`` on ``size`` x ``size`` digits, float64."""
 
-    schedule = {k: config[k] for k in SCHEDULE_KEYS if k in config}
-    schedule["prediction_type"] = config.get("prediction_type", "epsilon")
+    schedule = training_schedule(config, prediction_type=True)
     images = digits_images((1, size, size))
     flat = images.flatten(1)
     gaussian = OptimalDenoiser.from_gaussian_mixture(
@@ -237,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         score, label = None, f"{args.model} model"
         if args.model == "default" and len(trajectory.sample_shape) == 3:
             reference = OptimalDenoiser.from_images(
-                digits_images(trajectory.sample_shape), **_schedule_of(pipe.scheduler.config)
+                digits_images(trajectory.sample_shape), **training_schedule(pipe.scheduler.config)
             ).double()
             score = score_deviation(trajectory, reference)
             label += ", vs mean shift over the digits"
@@ -269,7 +267,3 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "results.json").write_text(json.dumps(to_json(analyses, settings), indent=1))
     print(f"\nwrote {args.out / 'results.json'}, curves.png and *_plane.png / *_denoised.png to {args.out}")
     return 0
-
-
-def _schedule_of(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: config[k] for k in SCHEDULE_KEYS if k in config}

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import PartialState
 
 from .._help import plain
 from ..diagnostics.grid import render_grid
 from ..evaluation import DEFAULT_NFE, DEFAULT_SCHEDULERS, REFERENCE, evaluate_schedulers, plot_result
 from ..registry import SCHEDULERS
-from ._common import DTYPES, int_list, load_pipeline, resolve_device, resolve_dtype
+from ._common import DTYPES, int_list, start_and_load
 from ._common import settings as command_settings
 
 
@@ -69,11 +68,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         prompts = _prompts(args.prompts)
-        state = PartialState(cpu=not torch.cuda.is_available())
-        device = resolve_device(args.device) if args.device else state.device
-        packaged = args.model is None
         try:
-            pipe = load_pipeline(args.model, device, resolve_dtype(args.dtype, device, packaged))
+            state, pipe = start_and_load(args.model, args.device, args.dtype)
         except (OSError, ValueError, TypeError) as err:
             raise ValueError(
                 f"--model {args.model!r} is not a diffusers pipeline folder or hub id: {err}"

@@ -113,7 +113,7 @@ def scheduler_config(init: Callable) -> Callable:
             if name in given:
                 raise TypeError(f"{type(self).__name__} got two values for {name}.")
             if not name.startswith("_") and name not in keys:
-                raise TypeError(_unknown_option(type(self).__name__, name, keys))
+                raise TypeError(unknown_options(type(self).__name__, [name], keys))
             given[name] = value
         _refuse_flow_matching(type(self).__name__, given)
         checks = type(self).option_checks()
@@ -126,10 +126,15 @@ def scheduler_config(init: Callable) -> Callable:
     return checked_init
 
 
-def _unknown_option(owner: str, name: str, valid: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    guess = f" Did you mean {close[0]!r}?" if close else ""
-    return f"{owner} has no option {name!r}.{guess} Valid options: {sorted(valid)}."
+def unknown_options(owner: str, names: Sequence[str], valid: Sequence[str]) -> str:
+    """The error for option ``names`` that ``owner`` does not take: each with its closest valid name, and the
+    valid ones."""
+    guesses = {name: difflib.get_close_matches(name, valid, n=1) for name in names}
+    if len(names) == 1:
+        hints = "".join(f" Did you mean {g[0]!r}?" for g in guesses.values() if g)
+    else:
+        hints = "".join(f" Did you mean {g[0]!r} for {n!r}?" for n, g in guesses.items() if g)
+    return f"{owner} has no option {', '.join(map(repr, names))}.{hints} Valid options: {sorted(valid)}."
 
 
 #: keys that only flow-matching schedulers write (FlowMatchEulerDiscreteScheduler: SD3's ``shift``, Flux's

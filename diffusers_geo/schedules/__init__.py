@@ -28,6 +28,17 @@ SCHEDULE_KEYS = (
     "trained_betas",
     "rescale_betas_zero_snr",
 )
+
+
+def training_schedule(config, prediction_type: bool = False) -> dict:
+    """The entries of a scheduler config that define the model's training noise schedule
+    (:data:`SCHEDULE_KEYS`), plus its ``prediction_type`` (default ``"epsilon"``) if asked for."""
+    schedule = {k: config[k] for k in SCHEDULE_KEYS if k in config}
+    if prediction_type:
+        schedule["prediction_type"] = config.get("prediction_type", "epsilon")
+    return schedule
+
+
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 SIGMA_SPACINGS = ("karras", "exponential", "beta")
 

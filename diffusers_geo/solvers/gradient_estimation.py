@@ -125,13 +125,9 @@ def gradient_estimation_call(
     eps_ref = None if previous is None else previous.eps_at(sigma)
     eps_bar = corrected_epsilon(eps, eps_ref, gamma)
     sigma_hat, eta = noise_split(sigma, sigma_next, mu)
-    y_next = y + (sigma_hat - sigma) * eps_bar
-    injected = None
-    if eta > 0:
-        if noise is None:
-            raise ValueError("mu > 0 needs a noise source.")
-        injected = eta * noise()
-        y_next = y_next + injected
+    w = noise() if eta > 0 and noise is not None else None  # drawn here: the next step's eps_at needs it
+    y_next = gradient_estimation_step(y, eps_bar, sigma, sigma_next, mu, noise if w is None else lambda: w)
+    injected = None if w is None else eta * w
     return y_next, eps_bar, GEState(eps, sigma_hat, injected)
 
 

@@ -8,18 +8,29 @@ A *parameterisation* says how a pipeline's sample ``x`` relates to ``y``:
 
 * :class:`DiscreteVP` (DDPM / Stable Diffusion): ``x = alpha * y`` with ``alpha = 1/sqrt(1 + sigma^2)``
   and ``sigma = sqrt((1 - abar) / abar)``; the model is called at a training timestep.
-* A flow-matching model (SD3 / Flux, ``x = (1 - s) x0 + s eps``) is the same picture with
-  ``alpha = 1 - s = 1 / (1 + sigma)``, ``sigma = s / (1 - s)``: one more class with ``alpha``,
-  ``timestep_of`` and ``sigma_of``, and one more prediction type in :func:`to_denoised`.
+* :class:`FlowMatching` (SD3, Flux, every FlowMatch pipeline): ``x = (1 - s) x0 + s eps``, so ``alpha = 1 - s
+  = 1 / (1 + sigma)`` and ``sigma = s / (1 - s)``; the model predicts the velocity ``v = eps - x0`` at
+  timestep ``1000 s`` and ``D = x - s v``.
+
+Both give ``to_y`` (the sample in solver coordinates) and ``denoised`` (the data prediction ``D``), so the
+solvers never see which family they serve. A flow run starts at ``s = 1``, i.e. ``sigma = inf``, where ``y`` is
+infinite: there ``to_y`` returns the finite limit ``y / sigma = x / s = x`` (the pure-noise sample), and every
+solver takes its first step in its exact limit ``sigma -> inf`` with that convention (see
+:func:`~diffusers_geo.solvers.euler.euler_step`).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .schedules import sigma_to_timestep, timestep_to_sigma
+from .schedules.flow import flow_sigma, noise_fraction
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+VP_PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+#: ``flow_prediction``: the velocity ``v = eps - x0`` of a flow-matching model (diffusers' name)
+PREDICTION_TYPES = (*VP_PREDICTION_TYPES, "flow_prediction")
 
 
 class DiscreteVP:
@@ -48,6 +59,73 @@ class DiscreteVP:
     @property
     def sigma_min(self) -> float:
         return float(self.train_sigmas[0])
+
+    def to_y(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """The sample in solver coordinates, ``y = x / alpha``."""
+        return x * (1.0 / self.alpha(sigma))
+
+    def denoised(
+        self, output: torch.Tensor, x: torch.Tensor, y: torch.Tensor, sigma: float, prediction_type: str
+    ) -> torch.Tensor:
+        """``D`` from the model output (:func:`denoised_from_y`)."""
+        return denoised_from_y(output, y, self.alpha(sigma), sigma, prediction_type)
+
+
+class FlowMatching:
+    """Rectified flow / flow matching: ``x = (1 - s) x0 + s eps``, velocity model ``v = eps - x0`` at timestep
+    ``num_train_timesteps * s`` (Esser et al., SD3, arXiv 2403.03206, Sec. 2; Lipman et al. 2023).
+
+    In VE coordinates ``y = x / (1 - s) = x0 + sigma eps`` with ``sigma = s / (1 - s)``, the same picture as
+    :class:`DiscreteVP` with ``alpha = 1 - s = 1 / (1 + sigma)``; the trained range is all of ``(0, inf]``.
+    """
+
+    def __init__(self, num_train_timesteps: int = 1000):
+        self.num_train_timesteps = num_train_timesteps
+
+    @staticmethod
+    def alpha(sigma: float | torch.Tensor) -> float | torch.Tensor:
+        """Signal scale ``alpha = 1 - s = 1 / (1 + sigma)`` (0 at ``sigma = inf``)."""
+        return 1 / (1 + sigma)
+
+    @staticmethod
+    def noise_fraction(sigma: float) -> float:
+        """``s = sigma / (1 + sigma)``, 1 at ``sigma = inf``."""
+        return 1.0 if math.isinf(sigma) else sigma / (1 + sigma)
+
+    def timestep_of(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """The model's timestep ``num_train_timesteps * s``."""
+        return self.num_train_timesteps * noise_fraction(sigmas)
+
+    def sigma_of(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """``sigma = s / (1 - s)`` with ``s = timestep / num_train_timesteps``."""
+        return flow_sigma(timesteps.to(torch.float64) / self.num_train_timesteps)
+
+    sigma_max = math.inf
+    sigma_min = 0.0
+
+    def to_y(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """``y = x / alpha = (1 + sigma) x``; at ``sigma = inf`` the finite limit ``y / sigma = x / s = x`` (the
+        solvers' convention for a step from infinity)."""
+        if math.isinf(sigma):
+            return x.clone()
+        return x * (1.0 + sigma)
+
+    def denoised(
+        self, output: torch.Tensor, x: torch.Tensor, y: torch.Tensor, sigma: float, prediction_type: str
+    ) -> torch.Tensor:
+        """``D = x - s v`` (finite at every ``s``, ``s = 1`` included)."""
+        if prediction_type != "flow_prediction":
+            raise ValueError(
+                f"A flow-matching schedule needs prediction_type='flow_prediction', got {prediction_type!r}."
+            )
+        return torch.add(x, output, alpha=-self.noise_fraction(sigma))
+
+    @staticmethod
+    def velocity(denoised: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        """The inverse of :meth:`denoised`: the velocity ``v = (x - D) / s`` a model returns for data
+        prediction ``D`` at ``x``."""
+        s = noise_fraction(torch.as_tensor(sigma, dtype=torch.float64)).to(x.dtype)
+        return (x - denoised) / s
 
 
 def to_denoised(output: torch.Tensor, x: torch.Tensor, alpha, sigma, prediction_type: str) -> torch.Tensor:

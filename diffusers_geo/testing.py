@@ -1,7 +1,8 @@
 """Tiny, offline, random-weight diffusers pipelines for tests and examples.
 
 Every builder creates the *real* diffusers classes (``DDPMPipeline``, ``StableDiffusionPipeline`` and
-friends, ``StableDiffusionXLPipeline`` + refiner) from hand-written configs, so the pipeline code a user
+friends, ``StableDiffusionXLPipeline`` + refiner, and the flow-matching ``StableDiffusion3Pipeline`` and
+``FluxPipeline`` with their img2img and inpainting variants) from hand-written configs, so the pipeline code a user
 runs is the code under test, but the models are a few thousand parameters: a 4-step txt2img run takes
 milliseconds on a CPU and nothing is downloaded (no Hugging Face Hub access at all).
 
@@ -30,6 +31,15 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxImg2ImgPipeline,
+    FluxInpaintPipeline,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Img2ImgPipeline,
+    StableDiffusion3InpaintPipeline,
+    StableDiffusion3Pipeline,
     DDPMPipeline,
     DDPMScheduler,
     EulerDiscreteScheduler,
@@ -43,13 +53,22 @@ from diffusers import (
     UNet2DModel,
 )
 from PIL import Image
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+)
 
 from .registry import SchedulerSpec, make_scheduler
 
 __all__ = [
     "tiny_clip_tokenizer",
     "tiny_ddpm_pipeline",
+    "tiny_flux_pipeline",
+    "tiny_sd3_pipeline",
     "tiny_image",
     "tiny_mask",
     "tiny_sd_components",
@@ -293,6 +312,141 @@ def tiny_sd_pipeline(
         raise ValueError(f"kind must be one of {list(_SD_PIPELINES)}, got {kind!r}.")
     components = tiny_sd_components(prediction_type, in_channels=in_channels, seed=seed)
     return _install(_SD_PIPELINES[kind](**components), scheduler)
+
+
+# --------------------------------------------------------------------------------------------------
+# flow matching: Stable Diffusion 3 and Flux
+# --------------------------------------------------------------------------------------------------
+def _tiny_t5(tokenizer: CLIPTokenizer, seed: int) -> T5EncoderModel:
+    """A 2-layer T5 encoder (d_model = TEXT_HIDDEN_SIZE) over the tiny byte-level vocabulary: SD3's and Flux's
+    third / second text encoder. Its tokenizer is :func:`tiny_clip_tokenizer` (the pipelines only call the
+    tokenizer and decode its ids), since a T5 sentencepiece model cannot be built offline."""
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=TEXT_HIDDEN_SIZE,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return _seeded(seed, lambda: T5EncoderModel(config)).eval()
+
+
+def _flow_vae(seed: int, latent_channels: int, **extra: Any) -> AutoencoderKL:
+    """A 2-level ``AutoencoderKL`` without quant convs, with SD3-style latent shift and scale."""
+    return _seeded(
+        seed,
+        lambda: AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=latent_channels,
+            **TINY_BLOCKS,
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            sample_size=2 * LATENT_SIZE,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            **extra,
+        ),
+    )
+
+
+#: SD3's scheduler config (``FlowMatchEulerDiscreteScheduler`` with ``shift=3.0``, as stabilityai ships it)
+SD3_SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "shift": 3.0}
+#: Flux.1-dev's (resolution-dependent dynamic shift; the pipeline passes ``mu``)
+FLUX_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+
+_SD3_PIPELINES = {
+    "txt2img": StableDiffusion3Pipeline,
+    "img2img": StableDiffusion3Img2ImgPipeline,
+    "inpaint": StableDiffusion3InpaintPipeline,
+}
+_FLUX_PIPELINES = {"txt2img": FluxPipeline, "img2img": FluxImg2ImgPipeline, "inpaint": FluxInpaintPipeline}
+
+
+def tiny_sd3_pipeline(kind: str = "txt2img", scheduler: SchedulerSpec | None = None, seed: int = 0):
+    """A tiny Stable Diffusion 3 pipeline (``kind``: "txt2img", "img2img" or "inpaint"): an
+    ``SD3Transformer2DModel`` with one joint block, two tiny CLIP encoders with projection and a tiny T5, a
+    16-channel VAE (as SD3's); 16x16 images. The default scheduler is SD3's ``FlowMatchEulerDiscreteScheduler(shift=3)``."""
+    if kind not in _SD3_PIPELINES:
+        raise ValueError(f"kind must be one of {list(_SD3_PIPELINES)}, got {kind!r}.")
+    tokenizer = tiny_clip_tokenizer()
+    clip = _clip_text_config(tokenizer, projection_dim=TEXT_PROJECTION_DIM)
+    transformer = _seeded(
+        seed,
+        lambda: SD3Transformer2DModel(
+            sample_size=LATENT_SIZE,
+            patch_size=1,
+            in_channels=16,
+            num_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            joint_attention_dim=TEXT_HIDDEN_SIZE,
+            caption_projection_dim=32,
+            pooled_projection_dim=2 * TEXT_PROJECTION_DIM,
+            out_channels=16,
+            pos_embed_max_size=2 * LATENT_SIZE,
+        ),
+    )
+    components = {
+        "transformer": transformer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(**SD3_SCHEDULER_CONFIG),
+        "vae": _flow_vae(seed, 16, shift_factor=0.0609, scaling_factor=1.5035),
+        "text_encoder": _seeded(seed, lambda: CLIPTextModelWithProjection(clip)).eval(),
+        "tokenizer": tokenizer,
+        "text_encoder_2": _seeded(seed + 1, lambda: CLIPTextModelWithProjection(clip)).eval(),
+        "tokenizer_2": tiny_clip_tokenizer(),
+        "text_encoder_3": _tiny_t5(tokenizer, seed),
+        "tokenizer_3": tiny_clip_tokenizer(),
+    }
+    return _install(_SD3_PIPELINES[kind](**components), scheduler)
+
+
+def tiny_flux_pipeline(kind: str = "txt2img", scheduler: SchedulerSpec | None = None, seed: int = 0):
+    """A tiny Flux.1 pipeline (``kind``: "txt2img", "img2img" or "inpaint"): a ``FluxTransformer2DModel`` with
+    one double and one single block and guidance embedding (as FLUX.1-dev), a tiny CLIP and T5, a 4-channel
+    VAE packed 2x2 into 16-channel tokens; 16x16 images. The default scheduler is Flux.1-dev's
+    ``FlowMatchEulerDiscreteScheduler`` (dynamic shifting)."""
+    if kind not in _FLUX_PIPELINES:
+        raise ValueError(f"kind must be one of {list(_FLUX_PIPELINES)}, got {kind!r}.")
+    tokenizer = tiny_clip_tokenizer()
+    transformer = _seeded(
+        seed,
+        lambda: FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=16,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=TEXT_HIDDEN_SIZE,
+            pooled_projection_dim=TEXT_HIDDEN_SIZE,
+            guidance_embeds=True,
+            axes_dims_rope=(4, 4, 8),
+        ),
+    )
+    components = {
+        "scheduler": FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER_CONFIG),
+        "vae": _flow_vae(seed, 4, shift_factor=0.1159, scaling_factor=0.3611),
+        "text_encoder": _seeded(seed, lambda: CLIPTextModel(_clip_text_config(tokenizer))).eval(),
+        "tokenizer": tokenizer,
+        "text_encoder_2": _tiny_t5(tokenizer, seed),
+        "tokenizer_2": tiny_clip_tokenizer(),
+        "transformer": transformer,
+    }
+    return _install(_FLUX_PIPELINES[kind](**components), scheduler)
 
 
 # --------------------------------------------------------------------------------------------------

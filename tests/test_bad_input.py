@@ -305,53 +305,77 @@ def test_no_limit_is_none_not_infinity(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# 9. flow-matching configs are refused (until flow matching is served)
+# 9. flow-matching options that do not fit the model, and bad flow schedules
 # ------------------------------------------------------------------------------------------------
-FLOW_CONFIGS = {
-    "sd3": lambda: FlowMatchEulerDiscreteScheduler(shift=3.0).config,
-    "flux": lambda: (
-        FlowMatchEulerDiscreteScheduler(
-            use_dynamic_shifting=True,
-            base_shift=0.5,
-            max_shift=1.15,
-            base_image_seq_len=256,
-            max_image_seq_len=4096,
-        ).config
-    ),
-    "sana-dpm": lambda: (
-        DPMSolverMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
-        ).config
-    ),
-    "wan-unipc": lambda: (
-        UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
-        ).config
-    ),
-    "flux-json-without-class": lambda: {"use_dynamic_shifting": True, "shift": 3.0},
-}
+@pytest.mark.parametrize("name", NAMES)
+def test_vp_config_with_flow_prediction_is_refused(name):
+    """A variance-preserving (beta) schedule with a velocity model would sample noise: refused."""
+    for builtin in (DDIMScheduler, DPMSolverMultistepScheduler):
+        with pytest.raises(ValueError, match="prediction_type='flow_prediction'.*variance-preserving"):
+            SCHEDULERS[name].from_config(
+                builtin(prediction_type="epsilon").config | {"prediction_type": "flow_prediction"}
+            )
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("flow", sorted(FLOW_CONFIGS))
-def test_flow_matching_configs_are_refused(name, flow):
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"use_flow_sigmas": True}, "use_flow_sigmas=True is a flow-matching schedule"),
+        ({"shift": 3.0}, "shift=3.0 shift.*prediction_type='flow_prediction'"),
+        ({"use_dynamic_shifting": True}, "use_dynamic_shifting=True"),
+        ({"shift_terminal": 0.1}, "shift_terminal=0.1"),
+        ({"prediction_type": "flow_prediction", "shift": 0.0}, "shift must be a finite number > 0"),
+        ({"prediction_type": "flow_prediction", "shift": -1.0}, "shift must be a finite number > 0"),
+        ({"prediction_type": "flow_prediction", "final_sigmas_type": "sigma_min"}, "final_sigmas_type"),
+        ({"prediction_type": "flow_prediction", "sigma_max": 10.0}, "sigma_max=10.0 applies to variance"),
+        ({"prediction_type": "flow_prediction", "flow_shift": 3.0}, "flow_shift=3.0 is unused"),
+        (
+            {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "shift": 3.0},
+            "shift=3.0 is unused",
+        ),
+        ({"prediction_type": "flow_prediction", "shift_terminal": 1.0}, "shift_terminal must be"),
+    ],
+)
+def test_flow_options_that_do_not_fit(name, options, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        SCHEDULERS[name](**options)
+
+
+def test_invert_sigmas_is_refused():
+    config = FlowMatchEulerDiscreteScheduler(invert_sigmas=True).config
+    for name in NAMES:
+        with pytest.raises(ValueError, match="invert_sigmas=True"):
+            SCHEDULERS[name].from_config(config)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_flow_set_timesteps(name):
     cls = SCHEDULERS[name]
-    with pytest.raises(ValueError, match="flow-matching configuration.*FlowMatchEulerDiscreteScheduler"):
-        cls.from_config(FLOW_CONFIGS[flow]())
-    with pytest.raises(ValueError, match="flow-matching"):
-        load_scheduler(name, FLOW_CONFIGS[flow]())
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_flow_prediction_type_is_refused(name):
-    with pytest.raises(
-        ValueError, match=r"flow-matching configuration \(prediction_type='flow_prediction'\)"
-    ):
-        SCHEDULERS[name](prediction_type="flow_prediction")
+    flux = cls.from_config(FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True).config)
+    with pytest.raises(ValueError, match="use_dynamic_shifting=True needs `mu`"):
+        flux.set_timesteps(8)
+    with pytest.raises(ValueError, match="mu must be a finite number"):
+        flux.set_timesteps(8, mu=float("nan"))
+    sd3 = cls.from_config(FlowMatchEulerDiscreteScheduler(shift=3.0).config)
+    for bad in ([1.5, 0.5], [1.0, 0.5, 0.0], [0.5, -0.1], [0.5, 0.7]):
+        with pytest.raises(ValueError, match="sigmas"):
+            sd3.set_timesteps(sigmas=bad)
+    with pytest.raises(ValueError, match="num_inference_steps=3 but `sigmas` has 2"):
+        sd3.set_timesteps(3, sigmas=[1.0, 0.5])
+    with pytest.raises(ValueError, match=r"timesteps` of a flow-matching model must lie in \(0, 1000\]"):
+        sd3.set_timesteps(timesteps=[1200.0, 500.0])
+    vp = cls(**SD_BETAS)
+    with pytest.raises(ValueError, match="mu=0.5 is the dynamic shift"):
+        vp.set_timesteps(8, mu=0.5)
+    with pytest.raises(ValueError, match="scale_noise is the flow-matching forward process"):
+        vp.scale_noise(torch.zeros(1), torch.tensor([1.0]), torch.zeros(1))
+    # nothing was half-built: the scheduler still has no schedule
+    assert sd3.num_inference_steps is None
 
 
 def test_vp_configs_of_builtins_still_load():
-    """The refusal is specific: VP configs of the built-ins (which have no flow keys) load as before."""
+    """VP configs of the built-ins (which write their flow keys at their defaults) load as VP models."""
     for builtin in (
         DDIMScheduler,
         EulerDiscreteScheduler,

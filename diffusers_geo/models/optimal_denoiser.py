@@ -27,7 +27,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
-from ..parameterization import PREDICTION_TYPES, DiscreteVP, to_model_output
+from ..parameterization import VP_PREDICTION_TYPES as PREDICTION_TYPES
+from ..parameterization import DiscreteVP, to_model_output
 from ..schedules import BETA_SCHEDULES, make_betas, rescale_zero_terminal_snr, training_sigmas
 
 COVARIANCE_TYPES = ("none", "isotropic", "diagonal")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -33,7 +34,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..parameterization import PREDICTION_TYPES, DiscreteVP, denoised_from_y
+from ..parameterization import PREDICTION_TYPES, DiscreteVP, FlowMatching
 from ..schedules import (
     BETA_SCHEDULES,
     TIMESTEP_SPACINGS,
@@ -43,6 +44,14 @@ from ..schedules import (
     respace_sigmas,
     spaced_timesteps,
     training_sigmas,
+)
+from ..schedules.flow import (
+    TIME_SHIFT_TYPES,
+    dpm_flow_fractions,
+    flow_match_fractions,
+    flow_sigma,
+    noise_fraction,
+    shift_flow_fractions,
 )
 from ..schedules.ode_jump import OdeJump, ode_jump
 from .options import Betas, Bool, Check, Choice, Int, Real
@@ -115,7 +124,6 @@ def scheduler_config(init: Callable) -> Callable:
             if not name.startswith("_") and name not in keys:
                 raise TypeError(unknown_options(type(self).__name__, [name], keys))
             given[name] = value
-        _refuse_flow_matching(type(self).__name__, given)
         checks = type(self).option_checks()
         for name, value in given.items():
             if name in checks:
@@ -137,38 +145,42 @@ def unknown_options(owner: str, names: Sequence[str], valid: Sequence[str]) -> s
     return f"{owner} has no option {', '.join(map(repr, names))}.{hints} Valid options: {sorted(valid)}."
 
 
-#: keys that only flow-matching schedulers write (FlowMatchEulerDiscreteScheduler: SD3's ``shift``, Flux's
-#: dynamic-shift parameters); DPM-Solver / UniPC write ``use_dynamic_shifting`` / ``use_flow_sigmas`` too, as
-#: False in their VP configs, so those count only when set
-FLOW_MATCHING_KEYS = ("shift", "base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len")
+#: the flow-matching keys of diffusers' schedulers that we keep: ``FlowMatchEulerDiscreteScheduler``'s (SD3's
+#: ``shift``, Flux's dynamic shift) and DPM-Solver / UniPC's ``use_flow_sigmas`` / ``flow_shift`` (Wan)
+FLOW_KEYS = (
+    "shift",
+    "use_dynamic_shifting",
+    "base_shift",
+    "max_shift",
+    "base_image_seq_len",
+    "max_image_seq_len",
+    "shift_terminal",
+    "time_shift_type",
+    "use_flow_sigmas",
+    "flow_shift",
+)
 
 
-def flow_matching_reason(config: Mapping[str, Any]) -> str | None:
-    """Why ``config`` describes a flow-matching model (``x = (1 - s) x0 + s eps``, a velocity model), or
-    ``None`` for a variance-preserving one."""
-    name = config.get("_class_name")
-    if isinstance(name, str) and name.startswith("FlowMatch"):
-        return f"it was saved by {name}"
-    if config.get("prediction_type") == "flow_prediction":
-        return "prediction_type='flow_prediction'"
-    for key in ("use_flow_sigmas", "use_dynamic_shifting"):
-        if config.get(key):
-            return f"{key}=True"
-    keys = [k for k in FLOW_MATCHING_KEYS if k in config]
-    if keys or config.get("shift_terminal") is not None:
-        return f"it has the flow-matching keys {keys or ['shift_terminal']}"
-    return None
+def is_flow_match_config(config: Mapping[str, Any]) -> bool:
+    """Whether ``config`` is a ``FlowMatch*`` scheduler's (saved ones name their class; in memory they are
+    the only diffusers configs with a ``shift`` and no ``prediction_type``)."""
+    origin = config.get("_class_name")
+    if origin is not None:
+        return isinstance(origin, str) and origin.startswith("FlowMatch")
+    return "shift" in config and "prediction_type" not in config
 
 
-def _refuse_flow_matching(owner: str, config: Mapping[str, Any]) -> None:
-    reason = flow_matching_reason(config)
-    if reason is not None:
+def _from_flow_match_class(config: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """A ``FlowMatch*`` scheduler's config in our terms: those classes have no ``prediction_type`` (their
+    model is always a velocity model), so it becomes ``"flow_prediction"``. ``invert_sigmas=True`` (a model
+    trained with ``s`` reversed) is refused; ``stochastic_sampling`` is that class's own sampler option and,
+    like every other scheduler's own options, is not taken over."""
+    if config.get("invert_sigmas"):
         raise ValueError(
-            f"{owner} got a flow-matching configuration ({reason}), as SD3, Flux and other FlowMatch "
-            "pipelines use. diffusers-geo schedulers serve variance-preserving models (SD 1.x/2.x, SDXL, "
-            "DDPM) only for now: sampling a flow model with them gives noise, not images. Keep the "
-            "pipeline's own scheduler (e.g. FlowMatchEulerDiscreteScheduler) for this model."
+            f"{owner} cannot serve a config with invert_sigmas=True (a model trained with the noise fraction "
+            "reversed, s -> 1 - s): keep the pipeline's FlowMatchEulerDiscreteScheduler for it."
         )
+    return {**config, "prediction_type": "flow_prediction"}
 
 
 class GeoScheduler(SchedulerMixin, ConfigMixin):
@@ -221,6 +233,16 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         "sigma_max": _SIGMA,
         "jump_sigma": Real(0.0, low_open=True, optional=True, hint="(a noise level of the schedule)"),
         "jump_step": Int(low=0, optional=True, hint="(a solver step index)"),
+        "shift": Real(0.0, low_open=True, hint="(SD3 uses 3.0; 1 is no shift)"),
+        "use_dynamic_shifting": Bool(),
+        "base_shift": Real(optional=True),
+        "max_shift": Real(optional=True),
+        "base_image_seq_len": Int(low=1),
+        "max_image_seq_len": Int(low=1),
+        "shift_terminal": Real(0.0, 1.0, high_open=True, optional=True, hint="(the last noise fraction s)"),
+        "time_shift_type": Choice(TIME_SHIFT_TYPES),
+        "use_flow_sigmas": Bool(),
+        "flow_shift": Real(0.0, low_open=True, hint="(1 is no shift)"),
     }
 
     @classmethod
@@ -233,20 +255,35 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
 
     @classmethod
     def extract_init_dict(cls, config_dict, **kwargs):
-        """diffusers' ``from_config`` rule, with two differences. A flow-matching config is refused (see
-        :func:`flow_matching_reason`). A config of another class gives only the shared schedule keys (betas,
+        """diffusers' ``from_config`` rule, with two differences. A ``FlowMatch*`` scheduler's config is a
+        flow-matching model's (``prediction_type="flow_prediction"``, see :func:`_from_flow_match_class`).
+        A config of another class gives only the shared schedule keys (betas, flow shifts,
         spacing, offsets, sigma options, prediction type, zero-SNR, ...): an option of ours whose name another
         scheduler also uses (``solver_order`` of DPM-Solver, say) keeps our default unless the config comes
         from this very class. The origin is the config's ``_class_name`` (every saved config and every
         diffusers-geo config has one); without it, a config with keys this class does not take is foreign
         (an in-memory config of a diffusers scheduler), one with only our keys is the caller's own."""
-        _refuse_flow_matching(cls.__name__, config_dict)
-        accepted = set(inspect.signature(cls.__init__).parameters)
+        flow_match = is_flow_match_config(config_dict)
+        if flow_match:
+            config_dict = _from_flow_match_class(config_dict, cls.__name__)
         origin = config_dict.get("_class_name")
+        accepted = set(inspect.signature(cls.__init__).parameters)
         if origin is None:
             foreign = any(not k.startswith("_") and k not in accepted for k in config_dict)
         else:
             foreign = origin != cls.__name__
+        if (
+            foreign
+            and not flow_match
+            and config_dict.get("prediction_type") == "flow_prediction"
+            and not config_dict.get("use_flow_sigmas")
+        ):
+            raise ValueError(
+                f"The config of {origin or 'another scheduler'} has prediction_type='flow_prediction' (a velocity "
+                "model) with a variance-preserving (beta) schedule, which samples noise. For a flow-matching model "
+                "take the config of its FlowMatch scheduler, or set use_flow_sigmas=True as DPM-Solver / UniPC "
+                "do for flow models."
+            )
         if foreign:
             own = accepted - set(inspect.signature(GeoScheduler.__init__).parameters)
             config_dict = {k: v for k, v in config_dict.items() if k not in own}
@@ -271,6 +308,16 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         sigma_max: float | None = None,
         jump_sigma: float | None = None,
         jump_step: int | None = None,
+        shift: float = 1.0,
+        use_dynamic_shifting: bool = False,
+        base_shift: float | None = 0.5,
+        max_shift: float | None = 1.15,
+        base_image_seq_len: int = 256,
+        max_image_seq_len: int = 4096,
+        shift_terminal: float | None = None,
+        time_shift_type: str = "exponential",
+        use_flow_sigmas: bool = False,
+        flow_shift: float = 1.0,
     ):
         # each value was checked on its own by the options above (scheduler_config); here: how they combine
         respacings = [
@@ -299,6 +346,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         if jump_sigma is not None and jump_step is not None:
             raise ValueError("Pass at most one of jump_sigma and jump_step (ODE-Jump), not both.")
 
+        self._check_model_family()
         self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
         if rescale_betas_zero_snr:
             self.betas = rescale_zero_terminal_snr(self.betas)
@@ -306,8 +354,11 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         if rescale_betas_zero_snr:
             self.alphas_cumprod[-1] = 2**-24  # finite sigma_max, as diffusers' Euler does
-        self.parameterization = DiscreteVP(_checked_training_sigmas(self.alphas_cumprod, trained_betas))
-        _check_sigma_range(sigma_min, sigma_max, self.parameterization)
+        if prediction_type == "flow_prediction":
+            self.parameterization: DiscreteVP | FlowMatching = FlowMatching(num_train_timesteps)
+        else:
+            self.parameterization = DiscreteVP(_checked_training_sigmas(self.alphas_cumprod, trained_betas))
+            _check_sigma_range(sigma_min, sigma_max, self.parameterization)
         self.init_noise_sigma = 1.0  # VP interface: pipelines start from unscaled N(0, I)
         # the config names its class in memory too (diffusers adds it only on saving): from_config of it
         # then knows our own options are meant for this class (see extract_init_dict)
@@ -325,6 +376,67 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         #: GITS's teacher runs and TrajectoryRecorder set it, ``None`` when nobody watches
         self.on_step: Callable[[torch.Tensor, torch.Tensor, float, float, torch.Tensor], None] | None = None
         self.reset_state()
+
+    @property
+    def is_flow_matching(self) -> bool:
+        """Whether the model is a flow-matching (velocity) model: ``prediction_type="flow_prediction"``."""
+        return self.config.prediction_type == "flow_prediction"
+
+    def _check_model_family(self) -> None:
+        """The options of one model family must not be set for the other (a silent wrong image otherwise)."""
+        cfg = self.config
+        if cfg.prediction_type == "flow_prediction":
+            if cfg.final_sigmas_type != "zero":
+                raise ValueError(
+                    f"final_sigmas_type={cfg.final_sigmas_type!r} does not apply to flow-matching models: their "
+                    "schedule always ends at s = 0. Leave final_sigmas_type at 'zero'."
+                )
+            for name in ("sigma_min", "sigma_max"):
+                if getattr(cfg, name) is not None:
+                    raise ValueError(
+                        f"{name}={getattr(cfg, name)} applies to variance-preserving models; a flow-matching "
+                        "schedule is set by shift / use_dynamic_shifting / shift_terminal. Leave it None."
+                    )
+            if cfg.rescale_betas_zero_snr:
+                raise ValueError(
+                    "rescale_betas_zero_snr=True applies to variance-preserving models (a flow-matching schedule "
+                    "already reaches pure noise at s = 1). Leave it False."
+                )
+            # two diffusers conventions: FlowMatch schedulers shift by `shift`, DPM-Solver / UniPC with
+            # use_flow_sigmas=True by `flow_shift`; a value for the other one would be silently unused
+            unused, used = ("shift", "flow_shift") if cfg.use_flow_sigmas else ("flow_shift", "shift")
+            if getattr(cfg, unused) != 1.0:
+                raise ValueError(
+                    f"{unused}={getattr(cfg, unused)} is unused with use_flow_sigmas={cfg.use_flow_sigmas}: the "
+                    f"schedule is shifted by {used} (FlowMatch schedulers' `shift`; DPM-Solver / UniPC's "
+                    f"`flow_shift` with use_flow_sigmas=True). Pass the shift as {used}."
+                )
+            if cfg.use_dynamic_shifting and cfg.time_shift_type == "linear" and cfg.use_flow_sigmas:
+                raise ValueError(
+                    "use_flow_sigmas=True with dynamic shifting takes time_shift_type='exponential' (as in "
+                    "DPM-Solver / UniPC)."
+                )
+            return
+        if cfg.use_flow_sigmas:
+            raise ValueError(
+                f"use_flow_sigmas=True is a flow-matching schedule, but prediction_type={cfg.prediction_type!r} "
+                "is a variance-preserving model's: pass prediction_type='flow_prediction' for a flow model "
+                "(SD3, Flux, Wan), or use_flow_sigmas=False."
+            )
+        set_flow = {
+            name: getattr(cfg, name)
+            for name, default in (("shift", 1.0), ("flow_shift", 1.0), ("use_dynamic_shifting", False))
+            if getattr(cfg, name) != default
+        }
+        if cfg.shift_terminal is not None:
+            set_flow["shift_terminal"] = cfg.shift_terminal
+        if set_flow:
+            raise ValueError(
+                f"{', '.join(f'{k}={v}' for k, v in set_flow.items())} shift(s) a flow-matching schedule, but "
+                f"prediction_type={cfg.prediction_type!r} is a variance-preserving model's. For a flow model "
+                "(SD3, Flux) pass prediction_type='flow_prediction' (X.from_config(pipe.scheduler.config) of a "
+                "FlowMatch scheduler does this), otherwise leave the flow options at their defaults."
+            )
 
     # ----------------------------------------------------------------------------------------------
     # hooks for subclasses
@@ -448,6 +560,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         device: str | torch.device | None = None,
         timesteps: Sequence[float] | torch.Tensor | None = None,
         sigmas: Sequence[float] | torch.Tensor | None = None,
+        mu: float | None = None,
     ) -> None:
         """Build the sampling schedule and reset all per-run state.
 
@@ -455,10 +568,51 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             num_inference_steps: number of solver steps (model evaluations for order-1 schedulers).
             device: where ``self.timesteps`` goes (``self.sigmas`` stays on the CPU, in float64).
             timesteps: custom decreasing training timesteps (the last step then goes to
-                ``final_sigmas_type``).
-            sigmas: custom decreasing noise levels, N + 1 values *including* the terminal one (0 for a
-                final denoising step), as diffusers' Euler, k-diffusion and ComfyUI take them.
+                ``final_sigmas_type``); for a flow-matching model ``1000 s``, used as given.
+            sigmas: custom decreasing noise levels. Variance-preserving models: VE sigmas, N + 1 values
+                *including* the terminal one (0 for a final denoising step), as diffusers' Euler,
+                k-diffusion and ComfyUI take them. Flow-matching models: noise fractions ``s`` in (0, 1], N
+                values *without* the terminal 0, before the shift, as ``FlowMatchEulerDiscreteScheduler``
+                takes them (Flux passes ``linspace(1, 1/N, N)``); the shift is applied and 0 appended.
+            mu: Flux's resolution-dependent shift (``calculate_shift`` of the pipeline); required with
+                ``use_dynamic_shifting=True``, ignored otherwise (as by ``FlowMatchEulerDiscreteScheduler``).
         """
+        if self.is_flow_matching:
+            sigmas, given = self._flow_sigmas(num_inference_steps, timesteps, sigmas, mu)
+        else:
+            if mu is not None:
+                raise ValueError(
+                    f"mu={mu} is the dynamic shift of a flow-matching schedule, but this scheduler serves a "
+                    f"variance-preserving model (prediction_type={self.config.prediction_type!r}). Do not pass "
+                    "mu, or build the scheduler from the flow pipeline's scheduler config."
+                )
+            sigmas, given = self._vp_sigmas(num_inference_steps, timesteps, sigmas)
+
+        cfg, param = self.config, self.parameterization
+        sigmas = self.schedule_sigmas(sigmas, given)
+        sigmas, jump = ode_jump(sigmas, cfg.jump_sigma, cfg.jump_step, lambda s: len(self.call_sigmas(s)) - 1)
+        calls = self.call_sigmas(sigmas)
+        try:
+            self.plan(calls)
+        except Exception:
+            self.sigmas = self.num_inference_steps = self.ode_jump = None
+            raise
+        if jump is not None:
+            logger.info(
+                f"ODE-Jump: the run returns the denoiser output at sigma={jump.sigma:.4g} (step {jump.step}) "
+                f"after {jump.nfe} model calls, saving {jump.nfe_saved} of {jump.nfe + jump.nfe_saved}."
+            )
+        self.ode_jump = jump
+        self.num_inference_steps = len(sigmas) - 1
+        self.sigmas = calls
+        self.timesteps = param.timestep_of(calls[:-1]).to(torch.float32).to(device)
+        self._step_index = None
+        self._begin_index = None
+        self._nonfinite_step = None
+        self.reset_state()
+
+    def _vp_sigmas(self, num_inference_steps, timesteps, sigmas) -> tuple[torch.Tensor, str]:
+        """The N + 1 VE sigmas of a variance-preserving model's run, and how they were asked for."""
         passed = [
             name
             for name, v in (
@@ -528,30 +682,78 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 sigmas = respace_sigmas(respacing, lo, hi, n)
             sigmas = append_terminal(sigmas, self._terminal_sigma())
 
-        sigmas = self.schedule_sigmas(sigmas, given)
-        sigmas, jump = ode_jump(sigmas, cfg.jump_sigma, cfg.jump_step, lambda s: len(self.call_sigmas(s)) - 1)
-        calls = self.call_sigmas(sigmas)
-        try:
-            self.plan(calls)
-        except Exception:
-            self.sigmas = self.num_inference_steps = self.ode_jump = None
-            raise
-        if jump is not None:
-            logger.info(
-                f"ODE-Jump: the run returns the denoiser output at sigma={jump.sigma:.4g} (step {jump.step}) "
-                f"after {jump.nfe} model calls, saving {jump.nfe_saved} of {jump.nfe + jump.nfe_saved}."
+        return sigmas, given
+
+    def _flow_sigmas(self, num_inference_steps, timesteps, sigmas, mu) -> tuple[torch.Tensor, str]:
+        """The N + 1 VE sigmas of a flow-matching model's run (``sigma = s / (1 - s)``, ``inf`` at ``s = 1``),
+        built in noise fractions ``s`` exactly as ``FlowMatchEulerDiscreteScheduler.set_timesteps`` builds them
+        (or, with ``use_flow_sigmas=True``, as DPM-Solver / UniPC do), and how they were asked for."""
+        cfg = self.config
+        if cfg.use_dynamic_shifting and mu is None:
+            raise ValueError(
+                "use_dynamic_shifting=True needs `mu` in set_timesteps (Flux pipelines compute it from the image "
+                "size with calculate_shift and pass it): pass mu=..., or use_dynamic_shifting=False with a "
+                "fixed `shift`."
             )
-        self.ode_jump = jump
-        self.num_inference_steps = len(sigmas) - 1
-        self.sigmas = calls
-        self.timesteps = param.timestep_of(calls[:-1]).to(torch.float32).to(device)
-        self._step_index = None
-        self._begin_index = None
-        self._nonfinite_step = None
-        self.reset_state()
+        if not cfg.use_dynamic_shifting:
+            mu = None  # ignored without dynamic shifting, as FlowMatchEulerDiscreteScheduler does
+        elif not isinstance(mu, (int, float, np.floating, np.integer)) or not math.isfinite(mu):
+            raise ValueError(f"mu must be a finite number, got {mu!r}.")
+        if timesteps is not None and sigmas is not None:
+            raise ValueError("Pass at most one of `timesteps` and `sigmas` to set_timesteps, not both.")
+        n = num_inference_steps
+        if n is not None and (not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1):
+            raise ValueError(f"num_inference_steps must be a positive int, got {n!r}.")
+        respacing = next(
+            (
+                kind
+                for kind, on in (
+                    ("karras", cfg.use_karras_sigmas),
+                    ("exponential", cfg.use_exponential_sigmas),
+                    ("beta", cfg.use_beta_sigmas),
+                )
+                if on
+            ),
+            None,
+        )
+        total = cfg.num_train_timesteps
+        if timesteps is not None:
+            t = _as_decreasing("timesteps", timesteps)
+            if t[-1] <= 0 or t[0] > total:
+                raise ValueError(
+                    f"`timesteps` of a flow-matching model must lie in (0, {total}], got {t.tolist()}."
+                )
+            return append_terminal(flow_sigma(t / total), 0.0), "timesteps"
+        if sigmas is not None:
+            s = _as_decreasing("sigmas", sigmas)
+            if s[-1] <= 0 or s[0] > 1:
+                raise ValueError(
+                    f"`sigmas` of a flow-matching model are noise fractions s in (0, 1] (N values, without the "
+                    f"terminal 0, before the shift), got {s.tolist()}."
+                )
+            if n is not None and n != len(s):
+                raise ValueError(
+                    f"num_inference_steps={n} but `sigmas` has {len(s)} values: pass one of them."
+                )
+            n, given = len(s), "sigmas"
+        elif n is None:
+            raise ValueError("Pass `num_inference_steps`, `timesteps` or `sigmas` to set_timesteps.")
+        elif cfg.use_flow_sigmas:
+            if respacing is not None:
+                raise ValueError(f"use_flow_sigmas=True cannot be combined with use_{respacing}_sigmas=True.")
+            shift = math.exp(mu) if mu is not None else cfg.flow_shift
+            return append_terminal(flow_sigma(dpm_flow_fractions(n, total, shift)), 0.0), "steps"
+        else:
+            s, given = flow_match_fractions(n, total, cfg.shift, cfg.use_dynamic_shifting), "steps"
+        s = shift_flow_fractions(s, cfg.shift, mu, cfg.time_shift_type, cfg.shift_terminal)
+        if respacing is not None:
+            s = respace_sigmas(respacing, float(s[-1]), float(s[0]), n)
+        return append_terminal(flow_sigma(s), 0.0), given
 
     def _terminal_sigma(self) -> float:
-        return 0.0 if self.config.final_sigmas_type == "zero" else self.parameterization.sigma_min
+        if self.is_flow_matching or self.config.final_sigmas_type == "zero":
+            return 0.0
+        return self.parameterization.sigma_min
 
     # ----------------------------------------------------------------------------------------------
     # the VP interface
@@ -611,9 +813,10 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
 
         dtype = torch.float64 if sample.dtype == torch.float64 else torch.float32
         sigma, sigma_next = float(self.sigmas[index]), float(self.sigmas[index + 1])
-        alpha = self.parameterization.alpha(sigma)
-        y = sample.to(dtype) * (1.0 / alpha)
-        denoised = denoised_from_y(model_output.to(dtype), y, alpha, sigma, self.config.prediction_type)
+        param = self.parameterization
+        x = sample.to(dtype)
+        y = param.to_y(x, sigma)  # at sigma = inf (a flow model's pure noise): the limit y / sigma
+        denoised = param.denoised(model_output.to(dtype), x, y, sigma, self.config.prediction_type)
 
         def noise() -> torch.Tensor:
             if variance_noise is not None:
@@ -656,7 +859,8 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
     def add_noise(
         self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
     ) -> torch.Tensor:
-        """VP forward process ``alpha * (x0 + sigma * noise)`` at the noise level of ``timesteps``.
+        """The forward process at the noise level of ``timesteps``: VP ``alpha * (x0 + sigma * noise)``; for a
+        flow-matching model ``(1 - s) x0 + s noise`` (the same, with ``alpha = 1 - s``; :meth:`scale_noise`).
 
         Before a run (img2img) the level is that of ``begin_index`` if set, during a run (inpainting)
         that of the current step; otherwise each timestep is looked up in the schedule, or, if absent
@@ -669,10 +873,28 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             sigma = self.sigmas[index].repeat(len(timesteps))
         else:
             sigma = torch.stack([self._sigma_at_timestep(t) for t in timesteps])
-        sigma = sigma.to(device=original_samples.device, dtype=dtype)
-        sigma = sigma.reshape(-1, *([1] * (original_samples.ndim - 1)))
         x0, n = original_samples.to(dtype), noise.to(device=original_samples.device, dtype=dtype)
+        shape = (-1, *([1] * (original_samples.ndim - 1)))
+        if self.is_flow_matching:
+            s = noise_fraction(sigma).to(device=original_samples.device, dtype=dtype).reshape(shape)
+            return (s * n + (1.0 - s) * x0).to(original_samples.dtype)
+        sigma = sigma.to(device=original_samples.device, dtype=dtype).reshape(shape)
         return (self.parameterization.alpha(sigma) * (x0 + sigma * n)).to(original_samples.dtype)
+
+    def scale_noise(
+        self, sample: torch.Tensor, timestep: float | torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Flow-matching forward process ``s * noise + (1 - s) * sample`` at ``timestep`` (what SD3 / Flux
+        img2img and inpainting call, as on ``FlowMatchEulerDiscreteScheduler``); the level is found as in
+        :meth:`add_noise`."""
+        if not self.is_flow_matching:
+            raise ValueError(
+                "scale_noise is the flow-matching forward process, but this scheduler serves a variance-preserving "
+                f"model (prediction_type={self.config.prediction_type!r}); VP pipelines call add_noise."
+            )
+        if noise is None:
+            raise ValueError("scale_noise needs `noise` (a tensor shaped like `sample`).")
+        return self.add_noise(sample, noise, timestep)
 
     def _sigma_at_timestep(self, timestep: torch.Tensor) -> torch.Tensor:
         if self.sigmas is not None:
@@ -684,7 +906,10 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
     def get_velocity(
         self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
     ) -> torch.Tensor:
-        """The v-prediction target ``alpha * noise - alpha * sigma * x0`` at training ``timesteps``."""
+        """The v-prediction target ``alpha * noise - alpha * sigma * x0`` at training ``timesteps``; for a
+        flow-matching model its velocity ``noise - x0`` (the same at every timestep)."""
+        if self.is_flow_matching:
+            return (noise - sample).to(sample.dtype)
         sigma = self.parameterization.sigma_of(torch.as_tensor(timesteps).reshape(-1).cpu().to(torch.float64))
         sigma = sigma.to(sample.device, torch.float32).reshape(-1, *([1] * (sample.ndim - 1)))
         alpha = self.parameterization.alpha(sigma)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
 from ..solvers.er_sde import (
     DEFAULT_NOISE_SCALE,
+    INFINITE_CHECK_SIGMA,
     NOISE_SCALES,
     QUADRATURES,
     ERSDECoefficients,
     er_sde_multistep,
     inadmissible_range,
     log_phi_from_callable,
+    ratio_at_infinity,
     schedule_coefficients,
     with_eta,
 )
@@ -119,8 +122,19 @@ class ERSDEScheduler(GeoScheduler):
         """Refuse a noise scale that is inadmissible on the schedule, and precompute every step's
         coefficients (they depend on the schedule only)."""
         sigmas = sigmas.tolist()
-        positive = [s for s in sigmas if s > 0]
-        bad = inadmissible_range(self._log_phi, min(positive), max(positive))
+        finite = [s for s in sigmas if 0 < s < math.inf]
+        # from sigma = inf (a flow model's first step) phi must be admissible all the way up: checked to
+        # INFINITE_CHECK_SIGMA, beyond which ratio_at_infinity reads the limit
+        hi = max(finite, default=0.0)
+        if math.inf in sigmas:
+            hi = max(hi, INFINITE_CHECK_SIGMA)
+            if not math.isfinite(ratio_at_infinity(self._log_phi)):
+                raise ValueError(
+                    f"noise_scale {self.config.noise_scale!r} has no limit sigma / phi(sigma) as sigma -> inf, "
+                    "which the first step of a flow-matching run (from pure noise, sigma = inf) needs. Use "
+                    "another noise_scale (the default 'exp-power' serves every schedule)."
+                )
+        bad = inadmissible_range(self._log_phi, min(finite), hi) if finite else None
         if bad is not None:
             lo, hi, worst = bad
             raise ValueError(

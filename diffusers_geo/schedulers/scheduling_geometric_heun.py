@@ -130,8 +130,7 @@ class GeometricHeunScheduler(GeoScheduler):
                 cfg.sigma_data,
                 cfg.max_multistep_weight,
             )
-        else:  # even calls start a step, odd ones finish it (diffusers' order-2 layout)
-            first_stage = previous if index % 2 == 1 else None
-            y_next, state = heun_call(y, denoised, sigma, sigma_next, first_stage, cfg.intermediate_point)
+        else:  # a call after a first stage finishes its step (the first stage leaves a state, the second none)
+            y_next, state = heun_call(y, denoised, sigma, sigma_next, previous, cfg.intermediate_point)
         self._state, self._state_index = state, index
         return y_next, denoised

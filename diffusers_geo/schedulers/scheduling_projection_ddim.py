@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..parameterization import to_epsilon
 from ..schedules import append_terminal
 from ..schedules.log_linear import LOG_LINEAR_ENDS, log_linear_timesteps
 from ..solvers.gradient_estimation import (
     GEState,
-    corrected_denoised,
     gradient_estimation_call,
 )
 from .base import GeoScheduler, NoiseSource, scheduler_config
@@ -106,7 +104,7 @@ class ProjectionDDIMScheduler(GeoScheduler):
         """Replace the spaced schedule by the paper's log-linear one (unless custom or respaced)."""
         cfg = self.config
         respaced = cfg.use_karras_sigmas or cfg.use_exponential_sigmas or cfg.use_beta_sigmas
-        if cfg.schedule != "log-linear" or respaced or given != "steps":
+        if cfg.schedule != "log-linear" or respaced or given != "steps" or self.is_flow_matching:
             return sigmas
         train_sigmas = self.parameterization.train_sigmas
         t = log_linear_timesteps(len(sigmas) - 1, train_sigmas, self.start_sigma, cfg.log_linear_end)
@@ -120,9 +118,8 @@ class ProjectionDDIMScheduler(GeoScheduler):
         index, cfg = self._step_index, self.config
         # the previous step of this run; none on a run's first step (plain DDIM)
         previous = self._state if self._state_index == index - 1 else None
-        eps = to_epsilon(y, denoised, sigma)
-        y_next, eps_bar, self._state = gradient_estimation_call(
-            y, eps, sigma, sigma_next, previous, cfg.gamma, cfg.mu, noise
+        y_next, x0_bar, self._state = gradient_estimation_call(
+            y, denoised, sigma, sigma_next, previous, cfg.gamma, cfg.mu, noise
         )
         self._state_index = index
-        return y_next, corrected_denoised(y, eps_bar, sigma)
+        return y_next, x0_bar

@@ -117,6 +117,31 @@ def inadmissible_range(
     return float(lam[bad].min()), float(lam[bad].max()), float(np.nanmin(e[bad]))
 
 
+#: a schedule that starts at sigma = inf is checked for admissibility up to here (log-power, the one built-in
+#: scale that turns inadmissible, does so above sigma ~ 1022)
+INFINITE_CHECK_SIGMA = 1e12
+
+
+def ratio_at_infinity(log_phi: LogPhi) -> float:
+    """``L = lim_{lam -> inf} lam / phi(lam)``, which the first step of a flow-matching run (from ``lam = inf``)
+    needs: there ``r y_s = (phi(lam_t) / phi(lam_s)) lam_s u -> phi(lam_t) L u`` with ``u = y_s / lam_s``.
+
+    For an admissible ``phi`` (elasticity >= 1) ``log(lam / phi)`` is non-increasing, so the limit exists in
+    ``[0, inf)``. It is read off ``g = log lam - log phi`` at ``lam = 1e64`` and ``1e128``: equal there (to 1e-12)
+    means converged (``"ode"``: 1, ``"exp-inverse"``: 1/11, to round-off), falling means ``g -> -inf``
+    and ``L = 0`` (``"exp-power"``, the powers, ``"reverse-sde"``: every other built-in scale), rising means the
+    scale is inadmissible at large ``lam`` (``"log-power"``) and ``inf`` is returned.
+    """
+    lam = np.array([1e64, 1e128])
+    with np.errstate(over="ignore"):
+        g = np.log(lam) - log_phi(lam)
+    if not np.isfinite(g[1]):
+        return 0.0 if g[1] < 0 else math.inf
+    if abs(g[1] - g[0]) <= 1e-12 * max(1.0, abs(g[1])):
+        return math.exp(g[1])
+    return 0.0 if g[1] < g[0] else math.inf
+
+
 # --------------------------------------------------------------------------------------------------
 # quadrature for I1, I2 (official: left Riemann sum; accurate: Gauss-Legendre in log lam)
 # --------------------------------------------------------------------------------------------------
@@ -158,7 +183,10 @@ class ERSDECoefficients:
     """Coefficients of one step ``lam_s -> lam_t`` (python floats, float64 precision).
 
     ``y_t = r y_s + c0 D + c1 D' + c2 D'' + noise_std * z``; ``to_zero`` marks the final step to
-    ``lam_t = 0``, which returns ``D`` (Sec. 3.3; the limit ``r = phi(0) / phi(lam_s) = 0``).
+    ``lam_t = 0``, which returns ``D`` (Sec. 3.3; the limit ``r = phi(0) / phi(lam_s) = 0``). A step from
+    ``lam_s = inf`` (a flow model's first) holds the limits: ``r`` multiplies ``u = y_s / lam_s`` (see
+    :func:`ratio_at_infinity`), ``c0 = 1``. Later steps may keep ``(inf, D)`` in their history: the backward
+    differences through it are 0 in the limit, and :func:`history_weights` gives exactly 0 for it.
     """
 
     r: float
@@ -178,6 +206,12 @@ def step_coefficients(log_phi: LogPhi, lam_s: float, lam_t: float, quadrature: s
     """
     if lam_t == 0.0:
         return ERSDECoefficients(r=0.0, c0=1.0, c1=0.0, c2=0.0, noise_std=0.0, to_zero=True)
+    if math.isinf(lam_s):
+        # the first step of a flow-matching run: y holds u = y / lam_s, so ``r`` is the weight on u,
+        # lim r lam_s = phi(lam_t) L; C0 = 1 - r -> 1; no derivative terms (no history before it)
+        r_u = math.exp(float(log_phi(np.array([lam_t]))[0])) * ratio_at_infinity(log_phi)
+        variance = (lam_t - r_u) * (lam_t + r_u)
+        return ERSDECoefficients(r=r_u, c0=1.0, c1=0.0, c2=0.0, noise_std=math.sqrt(max(variance, 0.0)))
     log_phi_t, log_phi_s = log_phi(np.array([lam_t, lam_s], dtype=np.float64))
     r = math.exp(log_phi_t - log_phi_s)
     nodes, weights = quadrature_nodes(lam_t, lam_s, quadrature)

@@ -31,8 +31,9 @@ from .euler import euler_step
 
 def intermediate_sigma(sigma: float, sigma_next: float, r: float) -> float:
     """The evaluation point ``s = sigma^(1 - r) * sigma_next^r`` of a two-stage step (AMED, §3.2):
-    ``r = 1`` gives ``sigma_next`` (Heun), ``r = 1/2`` the geometric midpoint (DPM-Solver-2)."""
-    if r == 1.0:
+    ``r = 1`` gives ``sigma_next`` (Heun), ``r = 1/2`` the geometric midpoint (DPM-Solver-2). From
+    ``sigma = inf`` every such point is infinite: the step evaluates at ``sigma_next``."""
+    if r == 1.0 or math.isinf(sigma):
         return sigma_next
     return sigma ** (1.0 - r) * sigma_next**r
 
@@ -165,10 +166,17 @@ def heun_call(
     Without ``first_stage`` this is the first stage: the Euler predictor to the evaluation point
     ``sigma_next`` (:func:`intermediate_sigma`), returning the state the second stage needs. With it, the
     second stage: :func:`heun_step` from the first stage's point to ``sigma_next``. A final step to 0 is a
-    single Euler call (it returns ``D``)."""
+    single Euler call (it returns ``D``).
+
+    A step from ``sigma = inf`` (a flow model's first, from pure noise) has no Heun limit: the forward
+    difference of :func:`heun_step` is weighted by ``h = -inf``. Its second stage is the trapezoidal rule in
+    denoiser form instead, :func:`heun_corrector` (``sigma_next * u + (D_inf + D_next) / 2``), which has one,
+    so the step keeps its two calls and diffusers' order-2 layout (img2img slicing) holds."""
     if first_stage is None:
         return euler_step(y, denoised, sigma, sigma_next), HeunState(sigma, y, denoised)
     start = first_stage
+    if math.isinf(start.sigma):
+        return heun_corrector(start.y, start.denoised, denoised, start.sigma, sigma_next), None
     return heun_step(start.y, start.denoised, denoised, start.sigma, sigma_next, sigma, r), None
 
 

@@ -36,6 +36,14 @@ import torch
 # --------------------------------------------------------------------------------------------------
 # the update (Algorithm 2 with eq. (12); Appendix A for mu > 0)
 # --------------------------------------------------------------------------------------------------
+def noise_prediction(y: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``eps = (y - D) / sigma``; at ``sigma = inf``, where ``y`` holds ``y / sigma`` (a flow model's pure noise),
+    its limit ``y``."""
+    if math.isinf(sigma):
+        return y
+    return (y - denoised) / sigma
+
+
 def corrected_epsilon(eps: torch.Tensor, eps_prev: torch.Tensor | None, gamma: float) -> torch.Tensor:
     """``eps_bar = gamma * eps + (1 - gamma) * eps_prev`` (eq. 12); ``eps`` itself on the first step."""
     if eps_prev is None:
@@ -68,14 +76,23 @@ def gradient_estimation_step(
     sigma_next: float,
     mu: float = 0.0,
     noise: Callable[[], torch.Tensor] | None = None,
+    denoised: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``y_next = y + (sigma_hat - sigma) * eps_bar + eta * w`` (Algorithm 2; Appendix A for ``mu > 0``).
 
     With ``mu = 0`` this is ``y + (sigma_next - sigma) * eps_bar``: DDIM driven by the corrected eps.
-    ``noise`` draws ``w ~ N(0, I)`` and is called only when ``eta > 0``.
+    ``noise`` draws ``w ~ N(0, I)`` and is called only when ``eta > 0``. From ``sigma = inf`` (a flow model's
+    first step, uncorrected: ``eps_bar = eps``) the limit ``D + sigma_hat * eps_bar`` is taken, since
+    ``y - sigma * eps = D``; it needs ``denoised``. There ``sigma_hat = 0`` for ``mu > 0``: the step lands on
+    ``D`` and adds ``eta = sigma_next`` of fresh noise.
     """
     sigma_hat, eta = noise_split(sigma, sigma_next, mu)
-    y_next = y + (sigma_hat - sigma) * eps_bar
+    if math.isinf(sigma):
+        if denoised is None:
+            raise ValueError("A step from sigma = inf needs the denoiser output (y - sigma * eps = D).")
+        y_next = denoised + sigma_hat * eps_bar
+    else:
+        y_next = y + (sigma_hat - sigma) * eps_bar
     if eta > 0:
         if noise is None:
             raise ValueError("mu > 0 needs a noise source.")
@@ -103,7 +120,7 @@ class GEState:
 
 def gradient_estimation_call(
     y: torch.Tensor,
-    eps: torch.Tensor,
+    denoised: torch.Tensor,
     sigma: float,
     sigma_next: float,
     previous: GEState | None,
@@ -111,9 +128,10 @@ def gradient_estimation_call(
     mu: float = 0.0,
     noise: Callable[[], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, GEState]:
-    """One step of the sampler the scheduler runs: ``(y_next, eps_bar, state)``.
+    """One step of the sampler the scheduler runs: ``(y_next, x0_bar, state)`` with ``x0_bar`` the corrected
+    projection (:func:`corrected_denoised`; ``D`` itself on a step from ``sigma = inf``).
 
-    ``eps_bar = gamma * eps + (1 - gamma) * eps_ref`` (eq. 12) with ``eps_ref`` what the previous step implies
+    ``eps = (y - D) / sigma`` (:func:`noise_prediction`), ``eps_bar = gamma * eps + (1 - gamma) * eps_ref`` (eq. 12) with ``eps_ref`` what the previous step implies
     at this point (:meth:`GEState.eps_at`), then :func:`gradient_estimation_step`. For ``mu = 0``
     ``eps_ref = eps_{k+1}``, the paper's correction. With noise injection the previous raw eps is *not* an
     estimate of the same vector: the step moved ``y`` to ``sigma_hat`` and added ``eta * w``, so even an
@@ -122,13 +140,17 @@ def gradient_estimation_call(
     distance grew 5-10x over DDIM with the same ``mu`` on the benchmark). Against ``eps_ref`` the correction
     measures only the change of the denoiser, as in the deterministic case (``docs/projection_ddim.md``).
     """
+    eps = noise_prediction(y, denoised, sigma)
     eps_ref = None if previous is None else previous.eps_at(sigma)
     eps_bar = corrected_epsilon(eps, eps_ref, gamma)
     sigma_hat, eta = noise_split(sigma, sigma_next, mu)
     w = noise() if eta > 0 and noise is not None else None  # drawn here: the next step's eps_at needs it
-    y_next = gradient_estimation_step(y, eps_bar, sigma, sigma_next, mu, noise if w is None else lambda: w)
+    y_next = gradient_estimation_step(
+        y, eps_bar, sigma, sigma_next, mu, noise if w is None else lambda: w, denoised
+    )
     injected = None if w is None else eta * w
-    return y_next, eps_bar, GEState(eps, sigma_hat, injected)
+    x0_bar = denoised if math.isinf(sigma) else corrected_denoised(y, eps_bar, sigma)
+    return y_next, x0_bar, GEState(eps, sigma_hat, injected)
 
 
 def gradient_estimation_step_d(

@@ -45,8 +45,8 @@ def time_shift(s: torch.Tensor, mu: float, kind: str = "exponential") -> torch.T
     e^mu``) or ``mu / (mu + (1 / s - 1))`` ("linear")."""
     if kind not in TIME_SHIFT_TYPES:
         raise ValueError(f"Unknown time_shift_type {kind!r}; choose one of {list(TIME_SHIFT_TYPES)}.")
-    m = math.exp(mu) if kind == "exponential" else mu
-    return m / (m + (1 / s - 1))
+    m = torch.full_like(s, math.exp(mu) if kind == "exponential" else mu)
+    return m / (m + (s.reciprocal() - 1))  # tensor / tensor: a number / tensor rounds twice in torch
 
 
 def stretch_to_terminal(s: torch.Tensor, terminal: float) -> torch.Tensor:

@@ -1,0 +1,313 @@
+"""Flow matching at the scheduler level: configs, schedules, reductions and the exact first step from s = 1.
+
+A flow model's run starts at ``s = 1`` (``sigma = inf``), where every solver takes the exact limit of its own
+step. The checks here are model-free (a closed-form velocity of Gaussian data) or use exact schedules, so
+they compare bit for bit or to round-off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+
+from diffusers_geo import SCHEDULERS, load_scheduler
+from diffusers_geo.parameterization import FlowMatching
+from diffusers_geo.registry import scheduler_names
+
+NAMES = scheduler_names()
+SD3 = {"shift": 3.0}
+FLUX = {"use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15, "shift": 3.0}
+M, C = 0.3, 0.5  # Gaussian data N(M, C^2) per dimension
+
+
+def gaussian_velocity(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    """The exact velocity ``v = (x - E[x0 | x]) / s`` of Gaussian data at ``x = (1 - s) x0 + s eps``."""
+    s = float(t) / 1000
+    denoised = M + (1 - s) * C**2 / ((1 - s) ** 2 * C**2 + s**2) * (x - (1 - s) * M)
+    return (x - denoised) / s
+
+
+def run(scheduler, x: torch.Tensor, noise_seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(noise_seed)
+    for t in scheduler.timesteps:
+        x = scheduler.step(gaussian_velocity(x, t), t, x, generator=generator).prev_sample
+    return x
+
+
+def noise(n: int = 4000, dtype=torch.float32, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# configs: detected, kept, round-tripped
+# --------------------------------------------------------------------------------------------------
+FLOW_CONFIGS = {
+    "sd3": lambda: FlowMatchEulerDiscreteScheduler(**SD3).config,
+    "flux": lambda: FlowMatchEulerDiscreteScheduler(**FLUX).config,
+    "sana-dpm": lambda: (
+        DPMSolverMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+        ).config
+    ),
+    "wan-unipc": lambda: (
+        UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
+        ).config
+    ),
+    "json-without-class": lambda: {"use_dynamic_shifting": True, "shift": 3.0},
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("flow", sorted(FLOW_CONFIGS))
+def test_flow_configs_give_flow_schedulers(name, flow, tmp_path):
+    config = FLOW_CONFIGS[flow]()
+    ours = SCHEDULERS[name].from_config(config)
+    assert ours.config.prediction_type == "flow_prediction"
+    assert isinstance(ours.parameterization, FlowMatching)
+    for key in ("shift", "use_dynamic_shifting", "base_shift", "max_shift", "flow_shift", "use_flow_sigmas"):
+        if key in config:
+            assert ours.config[key] == config[key], key
+    assert load_scheduler(name, config).config.prediction_type == "flow_prediction"
+    # saved and loaded with its values
+    ours.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "scheduler_config.json").read_text())
+    assert saved["prediction_type"] == "flow_prediction"
+    again = SCHEDULERS[name].from_pretrained(tmp_path)
+    public = {k: v for k, v in ours.config.items() if not k.startswith("_")}
+    assert {k: again.config[k] for k in public} == public
+    # and back into the class it came from, with the same values
+    if flow in ("sd3", "flux"):
+        back = FlowMatchEulerDiscreteScheduler.from_config(ours.config)
+        for key, value in FLOW_CONFIGS[flow]().items():
+            if not key.startswith("_"):
+                assert back.config[key] == value, key
+    if flow == "sana-dpm":
+        back = DPMSolverMultistepScheduler.from_config(ours.config)
+        assert back.config.use_flow_sigmas and back.config.flow_shift == 3.0
+        assert back.config.prediction_type == "flow_prediction"
+
+
+# --------------------------------------------------------------------------------------------------
+# schedules: the same noise levels as the scheduler the config came from
+# --------------------------------------------------------------------------------------------------
+def fractions(scheduler) -> torch.Tensor:
+    """Our VE sigmas as noise fractions s = sigma / (1 + sigma) (inf -> 1)."""
+    sigmas = scheduler.sigmas
+    return torch.where(torch.isinf(sigmas), torch.ones_like(sigmas), sigmas / (1 + sigmas))
+
+
+@pytest.mark.parametrize(
+    ("config", "kwargs"),
+    [
+        (SD3, {"num_inference_steps": 8}),
+        (SD3, {"num_inference_steps": 1}),
+        ({**SD3, "shift_terminal": 0.1}, {"num_inference_steps": 6}),
+        ({**SD3, "use_karras_sigmas": True}, {"num_inference_steps": 6}),
+        ({**SD3, "use_exponential_sigmas": True}, {"num_inference_steps": 6}),
+        (FLUX, {"sigmas": list(np.linspace(1.0, 1 / 8, 8)), "mu": 0.9}),
+        ({**FLUX, "time_shift_type": "linear"}, {"sigmas": list(np.linspace(1.0, 1 / 5, 5)), "mu": 2.0}),
+        ({"shift": 1.0}, {"num_inference_steps": 10}),
+    ],
+)
+def test_sigmas_match_flow_match_euler(config, kwargs):
+    reference = FlowMatchEulerDiscreteScheduler(**config)
+    reference.set_timesteps(**kwargs)
+    ours = load_scheduler("sigma-ddim", reference.config)
+    ours.set_timesteps(**kwargs)
+    torch.testing.assert_close(fractions(ours).float(), reference.sigmas, rtol=0, atol=3e-7)
+    torch.testing.assert_close(ours.timesteps, reference.timesteps, rtol=1e-6, atol=1e-4)
+    assert math.isinf(float(ours.sigmas[0])) == (float(reference.sigmas[0]) == 1.0)
+
+
+@pytest.mark.parametrize("cls", [DPMSolverMultistepScheduler])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_sigmas_match_dpm_flow_sigmas(cls, dynamic):
+    """``use_flow_sigmas=True`` follows DPM-Solver's flow schedule (UniPC's differs: it starts at s = 1 and
+    clamps it to 1 - 1e-6; ours then starts at DPM-Solver's s = shift(0.999))."""
+    config = {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0}
+    kwargs = {"mu": 0.7} if dynamic else {}
+    reference = cls(**config, use_dynamic_shifting=dynamic)
+    reference.set_timesteps(7, **kwargs)
+    ours = load_scheduler("er-sde", cls(**config, use_dynamic_shifting=dynamic).config)
+    ours.set_timesteps(7, **kwargs)
+    torch.testing.assert_close(fractions(ours).float(), reference.sigmas.float(), rtol=0, atol=3e-7)
+    assert ours.config.flow_shift == 3.0  # mu shifts the run, it does not rewrite the config
+
+
+# --------------------------------------------------------------------------------------------------
+# reductions: the same sampler as diffusers' flow Euler; the other samplers' DDIM modes equal ours
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("config", [SD3, {"shift": 1.0}])
+def test_sigma_ddim_is_flow_match_euler(config):
+    """The Euler step in sigma is DDIM, and DDIM of a flow model is its Euler step in s (same noise)."""
+    reference = FlowMatchEulerDiscreteScheduler(**config)
+    ours = load_scheduler("sigma-ddim", reference.config)
+    for n in (1, 4, 10):
+        reference.set_timesteps(n)
+        ours.set_timesteps(n)
+        torch.testing.assert_close(run(ours, noise()), run(reference, noise()), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("er-sde", {"solver_order": 1, "noise_scale": "ode"}),
+        ("projection-ddim", {"gamma": 1.0}),
+        ("geometric-heun", {"multistep": True, "corrector": False, "max_multistep_weight": 1e-9}),
+    ],
+)
+def test_ddim_modes_reduce_to_sigma_ddim(name, options):
+    config = FlowMatchEulerDiscreteScheduler(**SD3).config
+    reference, ours = load_scheduler("sigma-ddim", config), load_scheduler(name, config, **options)
+    for n in (1, 3, 8):
+        reference.set_timesteps(n)
+        ours.set_timesteps(n)
+        torch.testing.assert_close(
+            run(ours, noise(dtype=torch.float64)),
+            run(reference, noise(dtype=torch.float64)),
+            rtol=0,
+            atol=1e-12,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# the first step from s = 1 is the exact limit of the step from s -> 1
+# --------------------------------------------------------------------------------------------------
+LIMIT_CASES = [
+    ("sigma-ddim", {}),
+    ("er-sde", {}),
+    ("er-sde", {"noise_scale": "ode"}),
+    ("er-sde", {"noise_scale": "exp-inverse", "solver_order": 2}),
+    ("projection-ddim", {}),
+    ("projection-ddim", {"mu": 0.5}),
+    ("geometric-heun", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "options"), LIMIT_CASES)
+def test_first_step_from_pure_noise_is_the_limit(name, options):
+    """Run from s = 1 exactly and from s = 1 - delta (float64, the same noise for every step): as delta -> 0
+    the runs converge to the one from s = 1, at first order in delta. A clamped start would not converge."""
+    config = FlowMatchEulerDiscreteScheduler(shift=1.0).config
+    base = [0.8, 0.55, 0.3, 0.1]
+    x = noise(dtype=torch.float64)
+    step_noise = torch.randn(16, *x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def sample(first: float) -> torch.Tensor:
+        scheduler = load_scheduler(name, config, **options)
+        scheduler.set_timesteps(sigmas=[first, *base])
+        y = x.clone()
+        for i, t in enumerate(scheduler.timesteps):
+            # the model sees the same point: at s = 1 - delta, x is the same pure-noise sample
+            y = scheduler.step(gaussian_velocity(y, t), t, y, variance_noise=step_noise[i]).prev_sample
+        return y
+
+    exact = sample(1.0)
+    assert torch.isfinite(exact).all()
+    errors = [float((sample(1 - d) - exact).abs().max()) for d in (1e-3, 1e-4, 1e-5)]
+    assert errors[-1] < 1e-3, errors
+    if name == "geometric-heun" and options.get("multistep", True):
+        # the one-call step weighs its backward difference by h / (2 h_prev), h_prev = log(sigma_0 / sigma_1)
+        # ~ log(1 / delta): it reaches its limit (weight 0) only logarithmically in delta
+        assert errors[0] > errors[1] > errors[2] and errors[2] < errors[0] / 5, errors
+    else:  # first order in delta
+        assert errors[1] < errors[0] / 5 and errors[2] < errors[1] / 5, errors
+
+
+@pytest.mark.parametrize("r", [1.0, 0.5])
+def test_two_call_heun_from_pure_noise(r):
+    """Heun's second stage has no limit as s -> 1 (its forward difference is weighted by h / (2 r s), and h ->
+    -inf): from s = 1 - delta the step grows like 1 / delta. From s = 1 exactly the two-call step takes the
+    trapezoidal rule in denoiser form instead, ``sigma_1 u + (D(u, inf) + D(y_pred, sigma_1)) / 2``, which
+    is finite; its first call is the Euler predictor (the limit of every Runge-Kutta predictor)."""
+    config = FlowMatchEulerDiscreteScheduler(shift=1.0).config
+    scheduler = load_scheduler("geometric-heun", config, multistep=False, intermediate_point=r)
+    scheduler.set_timesteps(sigmas=[1.0, 0.5, 0.25])
+    assert scheduler.order == 2 and len(scheduler.timesteps) == 5  # the order-2 layout: 2 N - 1 calls
+    x = noise(dtype=torch.float64)
+    t0, t1 = scheduler.timesteps[:2]
+    assert float(t1) == 500.0  # from s = 1 the intermediate point of any r is sigma_next
+    d0 = x - gaussian_velocity(x, t0)
+    predicted = scheduler.step(gaussian_velocity(x, t0), t0, x).prev_sample  # x at s = 0.5
+    torch.testing.assert_close(predicted, 0.5 * (d0 + 1.0 * x), rtol=0, atol=1e-12)
+    d1 = predicted - 0.5 * gaussian_velocity(predicted, t1)
+    corrected = scheduler.step(gaussian_velocity(predicted, t1), t1, predicted).prev_sample
+    torch.testing.assert_close(corrected, 0.5 * (1.0 * x + (d0 + d1) / 2), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pure_noise_start_stays_finite(name, dtype):
+    scheduler = load_scheduler(name, FlowMatchEulerDiscreteScheduler(**FLUX).config)
+    scheduler.set_timesteps(sigmas=list(np.linspace(1.0, 1 / 6, 6)), mu=1.15)
+    assert math.isinf(float(scheduler.sigmas[0]))
+    out = run(scheduler, noise(dtype=dtype))
+    assert out.dtype == dtype and torch.isfinite(out).all()
+
+
+def test_er_sde_first_step_limits():
+    """From sigma = inf the ER-SDE step keeps ``phi(sigma_t) L`` of the noise sample (L = lim sigma / phi)
+    and adds the rest as fresh noise: all fresh for the default exp-power scale (L = 0), none for the ODE."""
+    config = FlowMatchEulerDiscreteScheduler(shift=1.0).config
+    x = noise(dtype=torch.float64)
+    z = noise(dtype=torch.float64, seed=5)
+    for scale, kept in (("exp-power", 0.0), ("ode", 1.0)):
+        scheduler = load_scheduler("er-sde", config, noise_scale=scale)
+        scheduler.set_timesteps(sigmas=[1.0, 0.5])
+        t = scheduler.timesteps[0]
+        denoised = x - gaussian_velocity(x, t)  # D = x - s v at s = 1
+        out = scheduler.step(gaussian_velocity(x, t), t, x, variance_noise=z).prev_sample
+        sigma_next = 1.0  # s = 0.5
+        expected = 0.5 * (denoised + sigma_next * (kept * x + math.sqrt(1 - kept**2) * z))
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+def test_inadmissible_noise_scale_from_infinity_is_refused():
+    scheduler = load_scheduler(
+        "er-sde", FlowMatchEulerDiscreteScheduler(**SD3).config, noise_scale="log-power"
+    )
+    with pytest.raises(ValueError, match="log-power"):
+        scheduler.set_timesteps(8)
+    assert scheduler.sigmas is None
+
+
+# --------------------------------------------------------------------------------------------------
+# scale_noise / add_noise (img2img, inpainting) and ODE-Jump
+# --------------------------------------------------------------------------------------------------
+def test_scale_noise_matches_flow_match_euler():
+    reference = FlowMatchEulerDiscreteScheduler(**SD3)
+    ours = load_scheduler("er-sde", reference.config)
+    sample, eps = noise(16), noise(16, seed=3)
+    for begin in (None, 2):
+        reference.set_timesteps(6)
+        ours.set_timesteps(6)
+        if begin is not None:
+            reference.set_begin_index(begin)
+            ours.set_begin_index(begin)
+        for i in (0, 2, 5):
+            t = reference.timesteps[i : i + 1]
+            torch.testing.assert_close(
+                ours.scale_noise(sample, t, eps), reference.scale_noise(sample, t, eps), rtol=0, atol=1e-6
+            )
+    assert torch.equal(
+        ours.add_noise(sample, eps, ours.timesteps[:1]), ours.scale_noise(sample, ours.timesteps[:1], eps)
+    )
+    torch.testing.assert_close(ours.get_velocity(sample, eps, ours.timesteps[:1]), eps - sample)
+
+
+def test_ode_jump_on_a_flow_schedule():
+    config = FlowMatchEulerDiscreteScheduler(**SD3).config
+    scheduler = load_scheduler("sigma-ddim", config, jump_step=3)
+    scheduler.set_timesteps(8)
+    assert scheduler.ode_jump.nfe == 4 and len(scheduler.timesteps) == 4
+    assert torch.isfinite(run(scheduler, noise())).all()

@@ -47,6 +47,20 @@ BUILTINS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler-a": ("EulerAncestralDiscreteScheduler", {}),
     "ddpm": ("DDPMScheduler", {}),
 }
+#: diffusers' flow-matching samplers, each as a user swapping schedulers on SD3 / Flux sets it up: the FlowMatch
+#: classes from the pipeline's config, DPM-Solver / UniPC with flow sigmas and velocity prediction (their
+#: ``flow_shift`` and dynamic shifting taken from the config, see :func:`_flow_options`)
+FLOW_BUILTINS: dict[str, tuple[str, dict[str, Any]]] = {
+    "flow-euler": ("FlowMatchEulerDiscreteScheduler", {}),
+    "flow-euler-sde": ("FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": True}),
+    "flow-heun": ("FlowMatchHeunDiscreteScheduler", {}),
+    "flow-dpmpp-2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "flow-dpmpp-2m-sde": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
+    ),
+    "flow-unipc": ("UniPCMultistepScheduler", {}),
+}
 #: built-ins whose ``step`` draws noise whatever their config
 STOCHASTIC_BUILTINS = ("EulerAncestralDiscreteScheduler", "DDPMScheduler")
 KARRAS_SUFFIX = "-karras"
@@ -119,8 +133,10 @@ def make_scheduler(
         options = {**options, **overrides}
         if base in SCHEDULERS:
             return load_scheduler(base, config, **options)
-        cls, defaults = _builtin(base)
+        cls, defaults = _builtin(base, config)
         _check_overrides(cls, options)
+        if cls.__name__.startswith("FlowMatch"):  # they take no prediction_type (always velocity)
+            config.pop("prediction_type", None)
         return cls.from_config(config, **{**defaults, **options})
     if callable(spec):
         return spec(config)
@@ -134,17 +150,32 @@ def is_stochastic(scheduler: SchedulerMixin) -> bool:
     of the built-ins, ancestral Euler, DDPM and the SDE variants of DPM-Solver."""
     if isinstance(scheduler, GeoScheduler):
         return bool(scheduler.stochastic)
-    if type(scheduler).__name__ in STOCHASTIC_BUILTINS:
+    if type(scheduler).__name__ in STOCHASTIC_BUILTINS or scheduler.config.get("stochastic_sampling"):
         return True
     return str(scheduler.config.get("algorithm_type", "")).startswith("sde")
 
 
-def _builtin(name: str) -> tuple[type[SchedulerMixin], dict[str, Any]]:
+def _builtin(name: str, config: Mapping[str, Any]) -> tuple[type[SchedulerMixin], dict[str, Any]]:
     base, karras = (name[: -len(KARRAS_SUFFIX)], True) if name.endswith(KARRAS_SUFFIX) else (name, False)
-    if base not in BUILTINS or (karras and not _supports_karras(BUILTINS[base][0])):
+    table = {**BUILTINS, **FLOW_BUILTINS}
+    if base not in table or (karras and not _supports_karras(table[base][0])):
         raise ValueError(f"Unknown sampler {name!r}; valid names: {all_names()}.")
-    class_name, defaults = BUILTINS[base]
+    class_name, defaults = table[base]
+    if base in FLOW_BUILTINS:
+        defaults = {**_flow_options(class_name, config), **defaults}
     return getattr(diffusers, class_name), {**defaults, **({"use_karras_sigmas": True} if karras else {})}
+
+
+def _flow_options(class_name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a DPM-Solver / UniPC needs to serve the flow model of ``config`` (a FlowMatch config)."""
+    if class_name.startswith("FlowMatch"):
+        return {}
+    return {
+        "prediction_type": "flow_prediction",
+        "use_flow_sigmas": True,
+        "flow_shift": config.get("flow_shift", config.get("shift", 1.0)),
+        "use_dynamic_shifting": bool(config.get("use_dynamic_shifting", False)),
+    }
 
 
 def _supports_karras(class_name: str) -> bool:
@@ -152,16 +183,27 @@ def _supports_karras(class_name: str) -> bool:
 
 
 def builtin_names(karras: bool = True) -> list[str]:
-    """Every built-in name, and its ``-karras`` variant where the class supports Karras sigmas."""
+    """Every built-in name for variance-preserving models, and its ``-karras`` variant where the class supports
+    Karras sigmas."""
     names = list(BUILTINS)
     if karras:
         names += [n + KARRAS_SUFFIX for n, (cls, _) in BUILTINS.items() if _supports_karras(cls)]
     return names
 
 
+def flow_builtin_names() -> list[str]:
+    """diffusers' samplers for flow-matching models (:data:`FLOW_BUILTINS`)."""
+    return list(FLOW_BUILTINS)
+
+
 def all_names() -> list[str]:
     """Every name a ``--schedulers`` list takes (without options): ours, ours with ``-karras``, the built-ins."""
-    return sorted(SCHEDULERS) + [n + KARRAS_SUFFIX for n in sorted(SCHEDULERS)] + builtin_names()
+    return (
+        sorted(SCHEDULERS)
+        + [n + KARRAS_SUFFIX for n in sorted(SCHEDULERS)]
+        + builtin_names()
+        + flow_builtin_names()
+    )
 
 
 def resolve_names(text: str, extra_groups: dict[str, Callable[[], list[str]]] | None = None) -> list[str]:
@@ -169,7 +211,11 @@ def resolve_names(text: str, extra_groups: dict[str, Callable[[], list[str]]] | 
     scheduler class), ``builtins`` and ``all``, any ``extra_groups``, and single names (with options).
     Duplicates are dropped; an unknown name is a ValueError listing the valid ones."""
     groups: dict[str, Callable[[], list[str]]] = {"ours": scheduler_names, **(extra_groups or {})}
-    groups.update(builtins=builtin_names, all=lambda: scheduler_names() + builtin_names())
+    groups.update(
+        builtins=builtin_names,
+        all=lambda: scheduler_names() + builtin_names(),
+        **{"flow-builtins": flow_builtin_names, "flow-all": lambda: scheduler_names() + flow_builtin_names()},
+    )
     names: list[str] = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         if part in groups:
@@ -230,4 +276,4 @@ def is_known(name: str) -> bool:
         base, _ = parse_name(split_gits(name)[0])
     except ValueError:
         return False
-    return base in SCHEDULERS or base in builtin_names()
+    return base in SCHEDULERS or base in builtin_names() or base in FLOW_BUILTINS

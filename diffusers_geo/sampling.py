@@ -17,11 +17,40 @@ import torch
 from diffusers import DDIMPipeline, DDPMPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
+#: the image sequence length (2x2-packed latent tokens) of a 1024 x 1024 Flux image: what the benchmark's
+#: dynamic shift assumes (``mu = max_shift`` with Flux.1-dev's config)
+FLUX_IMAGE_SEQ_LEN = 4096
+
+
+def flux_mu(config, image_seq_len: int = FLUX_IMAGE_SEQ_LEN) -> float:
+    """Flux's resolution-dependent shift (diffusers' ``calculate_shift``): linear in the image sequence length
+    from ``base_shift`` at ``base_image_seq_len`` to ``max_shift`` at ``max_image_seq_len``."""
+    lo, hi = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    base, top = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+    slope = (top - base) / (hi - lo)
+    return image_seq_len * slope + base - slope * lo
+
+
+def set_timesteps(scheduler, steps: int, image_seq_len: int = FLUX_IMAGE_SEQ_LEN) -> None:
+    """``scheduler.set_timesteps`` as the pipeline of its model calls it: with dynamic shifting (Flux) the
+    unshifted ``sigmas = linspace(1, 1/N, N)`` and ``mu`` (:func:`flux_mu`), or ``N`` and ``mu`` where the config
+    has ``use_flow_sigmas`` or ``set_timesteps`` takes no ``sigmas`` (as FluxPipeline does); otherwise ``N``."""
+    config = scheduler.config
+    if not config.get("use_dynamic_shifting"):
+        scheduler.set_timesteps(steps)
+        return
+    mu = flux_mu(config, image_seq_len)
+    takes_sigmas = "sigmas" in inspect.signature(scheduler.set_timesteps).parameters
+    if config.get("use_flow_sigmas") or not takes_sigmas:
+        scheduler.set_timesteps(steps, mu=mu)
+    else:
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+
 
 def steps_for_nfe(scheduler, nfe: int) -> int | None:
     """Largest ``num_inference_steps`` whose schedule makes at most ``nfe`` model calls."""
     for steps in range(nfe, 0, -1):
-        scheduler.set_timesteps(steps)
+        set_timesteps(scheduler, steps)
         if len(scheduler.timesteps) <= nfe:
             return steps
     return None
@@ -30,10 +59,12 @@ def steps_for_nfe(scheduler, nfe: int) -> int | None:
 def sample(scheduler, model, noise: torch.Tensor, generator: torch.Generator | None):
     """Run one pipeline-style loop; returns ``(final sample, model calls, VP model input at the start, t0)``."""
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
-    x = noise * scheduler.init_noise_sigma
+    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # FlowMatch schedulers: pure noise, no attribute
     calls, start = 0, None
     for t in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(x, t)
+        # FlowMatch schedulers have no scale_model_input (flow pipelines never call it)
+        scale = getattr(scheduler, "scale_model_input", None)
+        model_input = x if scale is None else scale(x, t)
         if start is None:
             start = (model_input, t)
         output = model(model_input, t).sample

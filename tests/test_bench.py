@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -142,3 +143,30 @@ def test_bench_runs_the_suite(tmp_path, capsys):
         assert json.loads((tmp_path / name / "results.json").read_text())["settings"]["problem"] == name
     with pytest.raises(SystemExit, match="unknown --problem"):
         main(["bench", "--problem", "moons", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("config_name", ["sd3", "flux"])
+def test_bench_on_flow_configs(config_name, tmp_path, capsys):
+    """The flow configs: the exact denoiser answers as a velocity model, 'all' means ours and diffusers' flow
+    samplers, and sigma-ddim equals FlowMatchEuler on the same noise (DDIM is the flow Euler step)."""
+    args = ["bench", "--config", config_name, "--nfe", "4", "--seeds", "1", "--samples", "32"]
+    args += ["--size", "8", "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "prediction=flow_prediction" in printed
+    runs = {r["sampler"]: r for r in json.loads((tmp_path / "results.json").read_text())["runs"]}
+    assert {"er-sde", "flow-euler", "flow-euler-sde", "flow-dpmpp-2m", "flow-unipc"} <= set(runs)
+    assert all(math.isfinite(r["fd"]) for r in runs.values())
+    assert runs["sigma-ddim"]["rmse"] == pytest.approx(runs["flow-euler"]["rmse"], rel=1e-5)
+    assert runs["flow-euler-sde"]["rmse"] is None  # stochastic_sampling=True is stochastic
+    with pytest.raises(SystemExit, match="does not apply to the flow-matching config"):
+        main(["bench", "--config", config_name, "--prediction", "v_prediction", "--out", str(tmp_path)])
+
+
+def test_flow_builtins_are_set_up_for_the_flow_model():
+    config = load_config("flux")
+    dpm = make_scheduler("flow-dpmpp-2m", config)
+    assert dpm.config.use_flow_sigmas and dpm.config.prediction_type == "flow_prediction"
+    assert dpm.config.flow_shift == 3.0 and dpm.config.use_dynamic_shifting
+    euler = make_scheduler("flow-euler-sde", config)
+    assert type(euler).__name__ == "FlowMatchEulerDiscreteScheduler" and euler.config.stochastic_sampling

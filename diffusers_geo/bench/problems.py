@@ -49,22 +49,55 @@ DDPM_CONFIG: dict[str, Any] = {
     "trained_betas": None,
 }
 
+# Flow matching: Stable Diffusion 3's scheduler config (shift 3) and Flux.1-dev's (dynamic shift; the benchmark
+# runs it at a 1024 x 1024 image's shift, mu = max_shift: diffusers_geo.sampling.FLUX_IMAGE_SEQ_LEN)
+SD3_CONFIG: dict[str, Any] = {
+    "_class_name": "FlowMatchEulerDiscreteScheduler",
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+}
+FLUX_CONFIG: dict[str, Any] = {
+    "_class_name": "FlowMatchEulerDiscreteScheduler",
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+CONFIGS = {"sd": SD_CONFIG, "ddpm": DDPM_CONFIG, "sd3": SD3_CONFIG, "flux": FLUX_CONFIG}
+
+
+def is_flow_config(config: dict[str, Any]) -> bool:
+    """A flow-matching model's config (velocity prediction): a FlowMatch scheduler's, or flow_prediction."""
+    return str(config.get("_class_name", "")).startswith("FlowMatch") or (
+        config.get("prediction_type") == "flow_prediction"
+    )
+
 
 def load_config(name_or_path: str, prediction_type: str = "epsilon") -> dict[str, Any]:
-    """``"sd"``, ``"ddpm"`` or a path to a ``scheduler_config.json`` (or the folder holding one)."""
-    if name_or_path == "sd":
-        config = dict(SD_CONFIG)
-    elif name_or_path == "ddpm":
-        config = dict(DDPM_CONFIG)
+    """``"sd"``, ``"ddpm"``, ``"sd3"``, ``"flux"`` or a path to a ``scheduler_config.json`` (or the folder
+    holding one). Flow-matching configs always predict velocity (``prediction_type`` must stay "epsilon",
+    the default, or be "flow_prediction")."""
+    if name_or_path in CONFIGS:
+        config = dict(CONFIGS[name_or_path])
     else:
         path = Path(name_or_path)
         if path.is_dir():
             path = path / "scheduler_config.json"
         if not path.is_file():
             raise ValueError(
-                f"--config must be 'sd', 'ddpm' or a scheduler_config.json path; {path} not found."
+                f"--config must be one of {list(CONFIGS)} or a scheduler_config.json path; {path} not found."
             )
         config = json.loads(path.read_text())
+    if is_flow_config(config):
+        if prediction_type not in ("epsilon", "flow_prediction"):
+            raise ValueError(
+                f"--prediction {prediction_type} does not apply to the flow-matching config {name_or_path!r}: "
+                "flow models predict velocity (leave --prediction out)."
+            )
+        prediction_type = "flow_prediction"
     config["prediction_type"] = prediction_type
     return config
 

@@ -26,7 +26,7 @@ from ..gits import gits_schedule
 from ..metrics import frechet_distance
 from ..models import OptimalDenoiser
 from ..registry import is_stochastic, make_scheduler, split_gits
-from ..sampling import sample, steps_for_nfe
+from ..sampling import sample, set_timesteps, steps_for_nfe
 from ..solvers.reference import solve_probability_flow_ode
 
 
@@ -83,6 +83,10 @@ def common_noise(model: OptimalDenoiser, seed: int, num_samples: int) -> torch.T
     return torch.randn(num_samples, *model.sample_shape, generator=generator, dtype=model.means.dtype)
 
 
+#: where the reference PF-ODE of a flow model starts (its schedules start at sigma = inf)
+INFINITE_START = 1e5
+
+
 class ReferenceCache:
     """Exact PF-ODE solutions, keyed by seed and starting point (schedulers start at different sigmas)."""
 
@@ -90,8 +94,14 @@ class ReferenceCache:
         self.model, self.rtol, self.cache = model, rtol, {}
 
     def solve(self, seed: int, model_input: torch.Tensor, timestep) -> torch.Tensor:
-        sigma = float(self.model.parameterization.sigma_of(torch.as_tensor(timestep).reshape(1).cpu()))
-        y0 = model_input.to(self.model.means.dtype) * math.sqrt(1 + sigma**2)
+        param = self.model.parameterization
+        sigma = float(param.sigma_of(torch.as_tensor(timestep, dtype=torch.float64).reshape(1).cpu()))
+        y0 = param.to_y(model_input.to(self.model.means.dtype), sigma)
+        if math.isinf(sigma):
+            # a flow model's pure noise (s = 1): y holds y / sigma; start the ODE at INFINITE_START from the
+            # exact limit y = sigma * u + E[x0] (its error is O(Var(x0) / sigma), below 1e-5 here)
+            sigma = INFINITE_START
+            y0 = sigma * y0 + self.model.data_mean().reshape(self.model.sample_shape)
         key = (seed, round(sigma, 6), round(float(y0.flatten()[:8].abs().sum()), 6))
         if key not in self.cache:
             self.cache[key] = solve_probability_flow_ode(
@@ -148,7 +158,7 @@ def run_quality(
             continue
         gits_options = split_gits(name)[1]
         if gits_options is None:
-            scheduler.set_timesteps(steps)
+            set_timesteps(scheduler, steps)
         else:
             gits.schedule(steps, gits_options).apply(scheduler)
         noise = common_noise(model, seed, num_samples)
@@ -175,7 +185,9 @@ def floors(
     """The scores no sampler can beat with this many samples: exact data samples, and the exact PF-ODE
     started from N(0, I) at the schedule's largest sigma (its gap to the data is the prior mismatch)."""
     scores, references = DistributionScorer(model), ReferenceCache(model, rtol=1e-7)
-    last_timestep = model.config.num_train_timesteps - 1  # sigma_max
+    # sigma_max: the last training timestep of a VP model; s = 1 (sigma = inf) of a flow model
+    flow = model.config.prediction_type == "flow_prediction"
+    last_timestep = model.config.num_train_timesteps - (0 if flow else 1)
     data, ode = [], []
     for seed in seeds:
         x, _ = model.sample_data(num_samples, torch.Generator().manual_seed(20_000 + seed))

@@ -13,6 +13,7 @@ import torch
 
 from ..bench import PROBLEMS, load_config, make_problem, run_overhead, run_quality
 from ..bench.overhead import overhead_table
+from ..bench.problems import is_flow_config
 from ..bench.quality import floors, to_json
 from ..bench.report import markdown_table, plot
 from ..bench.start import make_start
@@ -32,13 +33,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     bench.add_argument(
         "--schedulers",
         default="all",
-        help="comma-separated names ('all', 'ours', 'builtins', or names from --list); config overrides "
-        "after colons, e.g. 'er-sde:solver_order=2:use_karras_sigmas=True'",
+        help="comma-separated names ('all', 'ours', 'builtins', 'flow-builtins', 'flow-all' or names from "
+        "--list); config overrides after colons, e.g. 'er-sde:solver_order=2:use_karras_sigmas=True'. 'all' "
+        "on a flow config (sd3, flux) means ours and diffusers' flow samplers",
     )
     bench.add_argument(
         "--nfe", type=int_list(1), default=[5, 6, 8, 10, 15, 20], help="target NFEs, e.g. 5,10,20"
     )
-    bench.add_argument("--config", default="sd", help="'sd', 'ddpm' or a scheduler_config.json path")
+    bench.add_argument(
+        "--config",
+        default="sd",
+        help="'sd', 'ddpm', 'sd3', 'flux' (flow matching) or a scheduler_config.json path",
+    )
     bench.add_argument(
         "--problem",
         default="mixture",
@@ -85,13 +91,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.seeds < 1 or args.samples < 2:
         raise SystemExit("diffusers-geo bench: --seeds must be >= 1 and --samples >= 2")
-    names = resolve_names(args.schedulers)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         config = load_config(args.config, args.prediction)
     except ValueError as err:
         raise SystemExit(f"diffusers-geo bench: {err}") from err
+    flow = is_flow_config(config)
+    parts = [p.strip() for p in args.schedulers.split(",")]
+    names = resolve_names(",".join("flow-all" if flow and p == "all" else p for p in parts))
+    if "all" in parts and config.get("use_dynamic_shifting"):
+        # FlowMatchHeun takes neither sigmas nor mu: FluxPipeline cannot run it (asked for by name, it errs)
+        names = [n for n in names if n != "flow-heun"]
     args.out.mkdir(parents=True, exist_ok=True)
     settings = command_settings(args)
     settings["schedulers"] = names
@@ -127,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
             model, config, names, args.nfe, seeds, args.samples, progress=not args.no_progress, start=start
         )
         summaries += floors(model, config, seeds, args.samples) + start.floors(model, seeds, args.samples)
-        title = f"problem={problem} config={args.config} prediction={args.prediction} d={model.dim} "
+        title = (
+            f"problem={problem} config={args.config} prediction={config['prediction_type']} d={model.dim} "
+        )
         title += f"samples={args.samples} seeds={args.seeds}" + (
             "" if start.is_default else f" {start.label}"
         )

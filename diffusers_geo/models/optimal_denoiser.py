@@ -27,8 +27,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
-from ..parameterization import VP_PREDICTION_TYPES as PREDICTION_TYPES
-from ..parameterization import DiscreteVP, to_model_output
+from ..parameterization import PREDICTION_TYPES, DiscreteVP, FlowMatching, to_model_output
 from ..schedules import BETA_SCHEDULES, make_betas, rescale_zero_terminal_snr, training_sigmas
 
 COVARIANCE_TYPES = ("none", "isotropic", "diagonal")
@@ -57,7 +56,9 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
             or "diagonal" (one variance per component and pixel).
         num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr:
             the discrete VP schedule mapping timesteps to noise levels.
-        prediction_type: "epsilon", "v_prediction" or "sample".
+        prediction_type: "epsilon", "v_prediction" or "sample"; or "flow_prediction": a flow-matching
+            (velocity) model, ``x = (1 - s) x0 + s eps`` at timestep ``num_train_timesteps * s``, returning
+            ``v = (x - D) / s`` (the beta keys are then unused), as SD3 and Flux are called.
     """
 
     _supports_gradient_checkpointing = False
@@ -98,7 +99,10 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
         alphas_cumprod = torch.cumprod(1 - betas, 0)
         if rescale_betas_zero_snr:
             alphas_cumprod[-1] = 2**-24
-        self.parameterization = DiscreteVP(training_sigmas(alphas_cumprod))
+        if prediction_type == "flow_prediction":
+            self.parameterization = FlowMatching(num_train_timesteps)
+        else:
+            self.parameterization = DiscreteVP(training_sigmas(alphas_cumprod))
 
     # ---------------------------------------------------------------------------------------------
     # construction
@@ -223,12 +227,31 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
         timestep = torch.as_tensor(timestep, dtype=torch.float64).reshape(-1).cpu()
         sigma = self.parameterization.sigma_of(timestep).expand(sample.shape[0])
         shape = (-1,) + (1,) * (sample.ndim - 1)
+        if self.config.prediction_type == "flow_prediction":
+            out = self._velocity(sample, sigma, shape)
+            return OptimalDenoiserOutput(sample=out) if return_dict else (out,)
         alpha = self.parameterization.alpha(sigma).to(sample.device).reshape(shape)
         y = sample.to(self.means.dtype) / alpha.to(self.means.dtype)
         denoised = self.denoise(y, sigma)
         s = sigma.to(device=sample.device, dtype=self.means.dtype).reshape(shape)
         out = to_model_output(denoised, y, alpha.to(s.dtype), s, self.config.prediction_type).to(sample.dtype)
         return OptimalDenoiserOutput(sample=out) if return_dict else (out,)
+
+    def _velocity(self, sample: torch.Tensor, sigma: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """The flow model's output ``v = (x - D) / s``; at ``s = 1`` (``sigma = inf``) ``D`` is the data mean."""
+        x = sample.to(self.means.dtype)
+        denoised = torch.empty_like(x)
+        pure = torch.isinf(sigma).to(x.device)
+        if pure.any():
+            denoised[pure] = self.data_mean().reshape(self.sample_shape).to(x.dtype)
+        if not pure.all():
+            rest = ~pure
+            s = sigma[rest.cpu()]
+            y = x[rest] * (1 + s).to(device=x.device, dtype=x.dtype).reshape(shape)
+            denoised[rest] = self.denoise(y, s)
+        fraction = torch.where(torch.isinf(sigma), torch.ones_like(sigma), sigma / (1 + sigma))
+        fraction = fraction.to(device=x.device, dtype=x.dtype).reshape(shape)
+        return ((x - denoised) / fraction).to(sample.dtype)
 
     # ---------------------------------------------------------------------------------------------
     # the data distribution

@@ -335,6 +335,7 @@ def test_vp_config_with_flow_prediction_is_refused(name):
             "shift=3.0 is unused",
         ),
         ({"prediction_type": "flow_prediction", "shift_terminal": 1.0}, "shift_terminal must be"),
+        ({"prediction_type": "flow_prediction", "timestep_spacing": "leading"}, "'leading' is not defined"),
     ],
 )
 def test_flow_options_that_do_not_fit(name, options, message):

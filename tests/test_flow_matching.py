@@ -120,13 +120,33 @@ def fractions(scheduler) -> torch.Tensor:
     ],
 )
 def test_sigmas_match_flow_match_euler(config, kwargs):
+    """``timestep_spacing="linspace"`` is FlowMatchEuler's spacing exactly (custom sigmas are the same either
+    way)."""
     reference = FlowMatchEulerDiscreteScheduler(**config)
     reference.set_timesteps(**kwargs)
-    ours = load_scheduler("sigma-ddim", reference.config)
+    ours = load_scheduler("sigma-ddim", reference.config, timestep_spacing="linspace")
     ours.set_timesteps(**kwargs)
     torch.testing.assert_close(fractions(ours).float(), reference.sigmas, rtol=0, atol=3e-7)
     torch.testing.assert_close(ours.timesteps, reference.timesteps, rtol=1e-6, atol=1e-4)
     assert math.isinf(float(ours.sigmas[0])) == (float(reference.sigmas[0]) == 1.0)
+
+
+@pytest.mark.parametrize("config", [SD3, {**SD3, "shift_terminal": 0.1}, {"shift": 1.0}])
+@pytest.mark.parametrize("n", [1, 4, 9])
+def test_default_spacing_is_trailing(config, n):
+    """From a FlowMatch config our default spacing is 'trailing': the noise levels FlowMatchEuler gets from
+    FluxPipeline's ``sigmas = linspace(1, 1/N, N)`` (every step the same length in t, shifted once)."""
+    reference = FlowMatchEulerDiscreteScheduler(**config)
+    ours = load_scheduler("er-sde", reference.config)
+    assert ours.config.timestep_spacing == "trailing"
+    ours.set_timesteps(n)
+    if n == 1 and "shift_terminal" in config:  # diffusers stretches [1.0] by 0 / 0: NaN; ours keeps it
+        assert fractions(ours).tolist() == [1.0, 0.0]
+        return
+    reference.set_timesteps(sigmas=list(np.linspace(1.0, 1 / n, n)))
+    torch.testing.assert_close(fractions(ours).float(), reference.sigmas, rtol=0, atol=3e-7)
+    # a direct construction keeps the base default, FlowMatchEuler's own spacing
+    assert load_scheduler("er-sde", prediction_type="flow_prediction").config.timestep_spacing == "linspace"
 
 
 @pytest.mark.parametrize("cls", [DPMSolverMultistepScheduler])
@@ -151,7 +171,7 @@ def test_sigmas_match_dpm_flow_sigmas(cls, dynamic):
 def test_sigma_ddim_is_flow_match_euler(config):
     """The Euler step in sigma is DDIM, and DDIM of a flow model is its Euler step in s (same noise)."""
     reference = FlowMatchEulerDiscreteScheduler(**config)
-    ours = load_scheduler("sigma-ddim", reference.config)
+    ours = load_scheduler("sigma-ddim", reference.config, timestep_spacing="linspace")
     for n in (1, 4, 10):
         reference.set_timesteps(n)
         ours.set_timesteps(n)
@@ -286,7 +306,7 @@ def test_inadmissible_noise_scale_from_infinity_is_refused():
 # --------------------------------------------------------------------------------------------------
 def test_scale_noise_matches_flow_match_euler():
     reference = FlowMatchEulerDiscreteScheduler(**SD3)
-    ours = load_scheduler("er-sde", reference.config)
+    ours = load_scheduler("er-sde", reference.config, timestep_spacing="linspace")
     sample, eps = noise(16), noise(16, seed=3)
     for begin in (None, 2):
         reference.set_timesteps(6)

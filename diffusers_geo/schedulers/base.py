@@ -52,6 +52,7 @@ from ..schedules.flow import (
     flow_sigma,
     noise_fraction,
     shift_flow_fractions,
+    trailing_fractions,
 )
 from ..schedules.ode_jump import OdeJump, ode_jump
 from .options import Betas, Bool, Check, Choice, Int, Real
@@ -180,7 +181,10 @@ def _from_flow_match_class(config: Mapping[str, Any], owner: str) -> dict[str, A
             f"{owner} cannot serve a config with invert_sigmas=True (a model trained with the noise fraction "
             "reversed, s -> 1 - s): keep the pipeline's FlowMatchEulerDiscreteScheduler for it."
         )
-    return {**config, "prediction_type": "flow_prediction"}
+    # our default spacing for a flow model, 'trailing' (N steps evenly spaced in t from s = 1 to 1/N, then
+    # shifted: FluxPipeline's sigmas, DPM-Solver's and UniPC's flow spacing); FlowMatchEuler's own, 'linspace',
+    # runs from s = 1 to its table's end s ~ 0.003 and shifts twice (docs/flow_matching.md has the numbers)
+    return {"timestep_spacing": "trailing", **config, "prediction_type": "flow_prediction"}
 
 
 class GeoScheduler(SchedulerMixin, ConfigMixin):
@@ -397,6 +401,12 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                         f"{name}={getattr(cfg, name)} applies to variance-preserving models; a flow-matching "
                         "schedule is set by shift / use_dynamic_shifting / shift_terminal. Leave it None."
                     )
+            if cfg.timestep_spacing == "leading":
+                raise ValueError(
+                    "timestep_spacing='leading' is not defined for flow-matching models: use 'trailing' (N steps "
+                    "evenly spaced in t from s = 1, as Flux passes them) or 'linspace' "
+                    "(FlowMatchEulerDiscreteScheduler's spacing)."
+                )
             if cfg.rescale_betas_zero_snr:
                 raise ValueError(
                     "rescale_betas_zero_snr=True applies to variance-preserving models (a flow-matching schedule "
@@ -743,6 +753,8 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 raise ValueError(f"use_flow_sigmas=True cannot be combined with use_{respacing}_sigmas=True.")
             shift = math.exp(mu) if mu is not None else cfg.flow_shift
             return append_terminal(flow_sigma(dpm_flow_fractions(n, total, shift)), 0.0), "steps"
+        elif cfg.timestep_spacing == "trailing":
+            s, given = trailing_fractions(n), "steps"
         else:
             s, given = flow_match_fractions(n, total, cfg.shift, cfg.use_dynamic_shifting), "steps"
         s = shift_flow_fractions(s, cfg.shift, mu, cfg.time_shift_type, cfg.shift_terminal)

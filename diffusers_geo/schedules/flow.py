@@ -50,8 +50,12 @@ def time_shift(s: torch.Tensor, mu: float, kind: str = "exponential") -> torch.T
 
 
 def stretch_to_terminal(s: torch.Tensor, terminal: float) -> torch.Tensor:
-    """Stretch ``1 - s`` so that the schedule ends at ``s = terminal`` (diffusers' ``shift_terminal``)."""
+    """Stretch ``1 - s`` so that the schedule ends at ``s = terminal`` (diffusers' ``shift_terminal``). A schedule
+    that ends at ``s = 1`` (one step from pure noise) has nothing to stretch and is returned as is (diffusers
+    divides 0 by 0 there)."""
     one_minus = 1 - s
+    if float(one_minus[-1]) == 0.0:
+        return s
     return 1 - one_minus / (one_minus[-1] / (1 - terminal))
 
 
@@ -68,6 +72,13 @@ def flow_match_fractions(num_inference_steps: int, num_train_timesteps: int, shi
     return torch.from_numpy(
         np.linspace(hi * num_train_timesteps, lo * num_train_timesteps, num_inference_steps)
     ) / (num_train_timesteps)
+
+
+def trailing_fractions(num_inference_steps: int) -> torch.Tensor:
+    """``n`` noise fractions evenly spaced in ``t`` from ``s = 1`` down to ``1 / n`` (``linspace(1, 0, n + 1)``
+    without its 0), before the shift: what FluxPipeline passes as ``sigmas`` and the flow analogue of
+    ``timestep_spacing="trailing"`` (every step the same length in ``t``, the last one ending at 0)."""
+    return torch.linspace(1, 0, num_inference_steps + 1, dtype=torch.float64)[:-1]
 
 
 def dpm_flow_fractions(num_inference_steps: int, num_train_timesteps: int, shift: float) -> torch.Tensor:

@@ -133,20 +133,19 @@ def test_sigmas_match_flow_match_euler(config, kwargs):
 
 @pytest.mark.parametrize("config", [SD3, {**SD3, "shift_terminal": 0.1}, {"shift": 1.0}])
 @pytest.mark.parametrize("n", [1, 4, 9])
-def test_default_spacing_is_trailing(config, n):
-    """From a FlowMatch config our default spacing is 'trailing': the noise levels FlowMatchEuler gets from
-    FluxPipeline's ``sigmas = linspace(1, 1/N, N)`` (every step the same length in t, shifted once)."""
+def test_trailing_spacing_is_fluxs(config, n):
+    """``timestep_spacing="trailing"`` on a flow model: the noise levels FlowMatchEuler gets from FluxPipeline's
+    ``sigmas = linspace(1, 1/N, N)`` (every step the same length in t, shifted once). The default stays
+    FlowMatchEuler's own spacing ("linspace")."""
     reference = FlowMatchEulerDiscreteScheduler(**config)
-    ours = load_scheduler("er-sde", reference.config)
-    assert ours.config.timestep_spacing == "trailing"
+    assert load_scheduler("er-sde", reference.config).config.timestep_spacing == "linspace"
+    ours = load_scheduler("er-sde", reference.config, timestep_spacing="trailing")
     ours.set_timesteps(n)
     if n == 1 and "shift_terminal" in config:  # diffusers stretches [1.0] by 0 / 0: NaN; ours keeps it
         assert fractions(ours).tolist() == [1.0, 0.0]
         return
     reference.set_timesteps(sigmas=list(np.linspace(1.0, 1 / n, n)))
     torch.testing.assert_close(fractions(ours).float(), reference.sigmas, rtol=0, atol=3e-7)
-    # a direct construction keeps the base default, FlowMatchEuler's own spacing
-    assert load_scheduler("er-sde", prediction_type="flow_prediction").config.timestep_spacing == "linspace"
 
 
 @pytest.mark.parametrize("cls", [DPMSolverMultistepScheduler])

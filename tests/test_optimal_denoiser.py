@@ -200,3 +200,25 @@ def test_euler_converges_at_order_one_to_the_reference():
         errors.append((y - ref).pow(2).mean().sqrt().item())
     slopes = -np.diff(np.log2(errors))
     assert np.all(np.abs(slopes - 1.0) < 0.25), (errors, slopes)
+
+
+def test_flow_prediction_is_the_velocity():
+    """As a flow model (SD3 / Flux): ``v = (x - D) / s`` at ``x = (1 - s) x0 + s eps``, timestep ``1000 s``;
+    at ``s = 1`` (pure noise) ``D`` is the data mean."""
+    from diffusers_geo.models import OptimalDenoiser
+
+    means = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model = OptimalDenoiser.from_gaussian_mixture(
+        means, 0.1, None, prediction_type="flow_prediction"
+    ).double()
+    x = torch.randn(5, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    v = model(x, 1000.0).sample
+    torch.testing.assert_close(v, x - model.data_mean().reshape(1, 1, 4, 4), rtol=0, atol=1e-12)
+    for t in (800.0, 250.0, 1.0):
+        s = t / 1000
+        denoised = model.denoise(x / (1 - s), s / (1 - s))
+        torch.testing.assert_close(model(x, t).sample, (x - denoised) / s, rtol=1e-12, atol=1e-12)
+    # per-sample timesteps, s = 1 among them
+    mixed = model(x, torch.tensor([1000.0, 800.0, 1000.0, 250.0, 1.0])).sample
+    torch.testing.assert_close(mixed[0], v[0])
+    torch.testing.assert_close(mixed[3], model(x[3:4], 250.0).sample[0])

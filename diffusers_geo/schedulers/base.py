@@ -181,10 +181,7 @@ def _from_flow_match_class(config: Mapping[str, Any], owner: str) -> dict[str, A
             f"{owner} cannot serve a config with invert_sigmas=True (a model trained with the noise fraction "
             "reversed, s -> 1 - s): keep the pipeline's FlowMatchEulerDiscreteScheduler for it."
         )
-    # our default spacing for a flow model, 'trailing' (N steps evenly spaced in t from s = 1 to 1/N, then
-    # shifted: FluxPipeline's sigmas, DPM-Solver's and UniPC's flow spacing); FlowMatchEuler's own, 'linspace',
-    # runs from s = 1 to its table's end s ~ 0.003 and shifts twice (docs/flow_matching.md has the numbers)
-    return {"timestep_spacing": "trailing", **config, "prediction_type": "flow_prediction"}
+    return {**config, "prediction_type": "flow_prediction"}
 
 
 class GeoScheduler(SchedulerMixin, ConfigMixin):

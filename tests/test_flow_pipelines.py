@@ -290,3 +290,24 @@ def test_save_and_reload(family, case, tmp_path):
     torch.manual_seed(0)
     actual = loaded(PROMPT, num_inference_steps=4, generator=gen(0), output_type="np", **CALL).images
     np.testing.assert_allclose(actual, expected, rtol=0, atol=RELOAD_ATOL)
+
+
+def test_trajectory_recorder_on_a_flow_pipeline(family):
+    """The recorder watches a flow run: the trajectory starts at the first finite noise level (the run's
+    first step starts at sigma = inf, where y is infinite) and ends at the pipeline's final latents."""
+    from diffusers_geo import TrajectoryRecorder
+
+    name, pipes, config = family
+    pipe = pipes["txt2img"]
+    scheduler = install(pipe, OURS[0], config)
+    recorder = TrajectoryRecorder()
+    with recorder.watch(pipe):
+        latents = pipe(PROMPT, num_inference_steps=4, generator=gen(0), output_type="latent", **CALL).images
+    trajectory = recorder.trajectory()
+    assert trajectory.num_steps == len(scheduler.timesteps) - 1
+    assert torch.isfinite(trajectory.sigmas).all() and torch.isfinite(trajectory.samples).all()
+    assert trajectory.final_sigma == 0.0
+    if name == "sd3":  # Flux packs its latents into tokens; SD3's are the scheduler's sample
+        torch.testing.assert_close(
+            trajectory.final_sample.reshape(latents.shape), latents, rtol=1e-5, atol=1e-5
+        )

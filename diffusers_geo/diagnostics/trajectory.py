@@ -334,9 +334,14 @@ class TrajectoryRecorder:
                 f"{type(scheduler).__name__} already has an on_step observer (another recorder?)."
             )
 
+        param = scheduler.parameterization
+
         def observe(y, denoised, sigma, sigma_next, y_next):
-            self.record(sigma, y, denoised)
-            self._last_scale = 1.0 / DiscreteVP.alpha(sigma_next)  # the pipeline's latents are alpha * y
+            # a flow model's run starts at sigma = inf, where y is infinite (the step holds y / sigma): the
+            # trajectory starts at the first finite noise level
+            if math.isfinite(sigma):
+                self.record(sigma, y, denoised)
+            self._last_scale = 1.0 / param.alpha(sigma_next)  # the pipeline's latents are alpha * y
             self.record_final(y_next, sigma_next)
 
         if reset:

@@ -23,7 +23,7 @@ from .schedulers import (
     ProjectionDDIMScheduler,
     SigmaDDIMScheduler,
 )
-from .schedulers.base import unknown_options
+from .schedulers.base import is_flow_match_config, unknown_options
 
 SCHEDULERS: dict[str, type[GeoScheduler]] = {
     "er-sde": ERSDEScheduler,
@@ -134,6 +134,7 @@ def make_scheduler(
         if base in SCHEDULERS:
             return load_scheduler(base, config, **options)
         cls, defaults = _builtin(base, config)
+        _check_family(base, config)
         _check_overrides(cls, options)
         if cls.__name__.startswith("FlowMatch"):  # they take no prediction_type (always velocity)
             config.pop("prediction_type", None)
@@ -143,6 +144,11 @@ def make_scheduler(
     raise TypeError(
         f"scheduler must be a scheduler instance, a scheduler class, a callable or a name, got {spec!r}."
     )
+
+
+def serves_flow(config: Mapping[str, Any]) -> bool:
+    """Whether ``config`` is a flow-matching model's (a FlowMatch scheduler's, or ``flow_prediction``)."""
+    return is_flow_match_config(config) or config.get("prediction_type") == "flow_prediction"
 
 
 def is_stochastic(scheduler: SchedulerMixin) -> bool:
@@ -164,6 +170,21 @@ def _builtin(name: str, config: Mapping[str, Any]) -> tuple[type[SchedulerMixin]
     if base in FLOW_BUILTINS:
         defaults = {**_flow_options(class_name, config), **defaults}
     return getattr(diffusers, class_name), {**defaults, **({"use_karras_sigmas": True} if karras else {})}
+
+
+def _check_family(name: str, config: Mapping[str, Any]) -> None:
+    """A built-in for the other model family would sample noise: refused, naming the ones that fit."""
+    flow_name = name.removesuffix(KARRAS_SUFFIX) in FLOW_BUILTINS
+    if serves_flow(config) and not flow_name:
+        raise ValueError(
+            f"{name!r} is a diffusers sampler for variance-preserving models, but this is a flow-matching model "
+            f"(SD3, Flux): use one of {flow_builtin_names()} or a diffusers-geo scheduler."
+        )
+    if flow_name and not serves_flow(config):
+        raise ValueError(
+            f"{name!r} is a diffusers sampler for flow-matching models, but this is a variance-preserving "
+            f"model: use one of {builtin_names(karras=False)} or a diffusers-geo scheduler."
+        )
 
 
 def _flow_options(class_name: str, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -135,3 +135,20 @@ def test_model_path_with_a_tiny_stable_diffusion_pipeline(tmp_path):
 
     with pytest.raises(SystemExit, match="takes no prompt"):
         main(["demo", "--model", str(default_model_path()), "--prompt", "x", "--out", str(tmp_path / "y")])
+
+
+def test_model_path_with_a_tiny_flux_pipeline(tmp_path):
+    """A flow-matching pipeline: 'main' means diffusers' flow samplers, every scheduler of ours serves it, and
+    a sampler for the other model family is refused with the names that fit."""
+    from diffusers_geo.cli.demo import MAIN_FLOW_BUILTINS
+    from diffusers_geo.testing import tiny_flux_pipeline
+
+    folder = tmp_path / "tiny-flux"
+    tiny_flux_pipeline().save_pretrained(folder)
+    report, _ = _run(tmp_path, "--model", str(folder), "--prompt", "a cat", "--nfe", "3", "--num-images", "1")
+    runs = {r["scheduler"]: r for r in report["runs"]}
+    assert report["settings"]["pipeline"] == "FluxPipeline"
+    assert set(runs) == set(scheduler_names()) | set(MAIN_FLOW_BUILTINS)
+    assert all(r["model_calls"] == 3 for r in runs.values())
+    with pytest.raises(SystemExit, match="'ddim' is a diffusers sampler for variance-preserving models"):
+        main(["demo", "--model", str(folder), "--schedulers", "ddim", "--out", str(tmp_path / "z")])

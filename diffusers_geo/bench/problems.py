@@ -23,6 +23,7 @@ import torch
 
 from ..data import digits_images, digits_labels
 from ..models import OptimalDenoiser
+from ..registry import serves_flow
 from ..schedules import training_schedule
 
 # Stable Diffusion 1.x scheduler config (PNDMScheduler in the checkpoints) and the DDPM pixel config.
@@ -69,13 +70,6 @@ FLUX_CONFIG: dict[str, Any] = {
 CONFIGS = {"sd": SD_CONFIG, "ddpm": DDPM_CONFIG, "sd3": SD3_CONFIG, "flux": FLUX_CONFIG}
 
 
-def is_flow_config(config: dict[str, Any]) -> bool:
-    """A flow-matching model's config (velocity prediction): a FlowMatch scheduler's, or flow_prediction."""
-    return str(config.get("_class_name", "")).startswith("FlowMatch") or (
-        config.get("prediction_type") == "flow_prediction"
-    )
-
-
 def load_config(name_or_path: str, prediction_type: str = "epsilon") -> dict[str, Any]:
     """``"sd"``, ``"ddpm"``, ``"sd3"``, ``"flux"`` or a path to a ``scheduler_config.json`` (or the folder
     holding one). Flow-matching configs always predict velocity (``prediction_type`` must stay "epsilon",
@@ -91,7 +85,7 @@ def load_config(name_or_path: str, prediction_type: str = "epsilon") -> dict[str
                 f"--config must be one of {list(CONFIGS)} or a scheduler_config.json path; {path} not found."
             )
         config = json.loads(path.read_text())
-    if is_flow_config(config):
+    if serves_flow(config):
         if prediction_type not in ("epsilon", "flow_prediction"):
             raise ValueError(
                 f"--prediction {prediction_type} does not apply to the flow-matching config {name_or_path!r}: "

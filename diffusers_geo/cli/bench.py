@@ -13,11 +13,10 @@ import torch
 
 from ..bench import PROBLEMS, load_config, make_problem, run_overhead, run_quality
 from ..bench.overhead import overhead_table
-from ..bench.problems import is_flow_config
 from ..bench.quality import floors, to_json
 from ..bench.report import markdown_table, plot
 from ..bench.start import make_start
-from ..registry import all_names
+from ..registry import all_names, serves_flow
 from ..registry import resolve_names as resolve
 from ._common import int_list
 from ._common import settings as command_settings
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.prediction)
     except ValueError as err:
         raise SystemExit(f"diffusers-geo bench: {err}") from err
-    flow = is_flow_config(config)
+    flow = serves_flow(config)
     parts = [p.strip() for p in args.schedulers.split(",")]
     names = resolve_names(",".join("flow-all" if flow and p == "all" else p for p in parts))
     if "all" in parts and config.get("use_dynamic_shifting"):

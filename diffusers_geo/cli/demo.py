@@ -39,12 +39,14 @@ from .. import __version__
 from .._help import plain
 from ..diagnostics.grid import render_grid
 from ..models.default_model import default_model_path
-from ..registry import SCHEDULERS, is_stochastic, make_scheduler, resolve_names
+from ..registry import SCHEDULERS, is_stochastic, make_scheduler, resolve_names, serves_flow
 from ..sampling import run_pipeline, steps_for_nfe, takes
 from ._common import DTYPES, int_list, load_pipeline, resolve_device, resolve_dtype
 
 #: diffusers' built-ins the demo shows by default (``main`` in ``--schedulers``).
 MAIN_BUILTINS: tuple[str, ...] = ("ddim", "ddpm", "euler", "euler-a", "heun", "dpmpp-2m", "unipc")
+#: the same for flow-matching pipelines (SD3, Flux): diffusers' flow samplers
+MAIN_FLOW_BUILTINS: tuple[str, ...] = ("flow-euler", "flow-euler-sde", "flow-dpmpp-2m", "flow-unipc")
 DEFAULT_SCHEDULERS = "ours,main"
 DEFAULT_NFE = (5, 10, 20)
 DEFAULT_PROMPT = "a photograph of an astronaut riding a horse"
@@ -88,14 +90,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------------
 # samplers and pipelines
 # --------------------------------------------------------------------------------------------------
-def resolve_schedulers(text: str) -> list[str]:
-    """Expand ``--schedulers`` (groups ``ours``, ``main``, ``builtins``, ``all`` and single names)."""
+def resolve_schedulers(text: str, flow: bool = False) -> list[str]:
+    """Expand ``--schedulers`` (groups ``ours``, ``main``, ``builtins``, ``all`` and single names); for a
+    flow-matching pipeline ``main``, ``builtins`` and ``all`` mean diffusers' flow samplers."""
     for part in text.split(","):
         if "+gits" in part:
             raise ValueError(
                 f"{part.strip()!r}: GITS schedules ('+gits') are searched by `diffusers-geo bench` only"
             )
-    names = resolve_names(text, {"main": lambda: list(MAIN_BUILTINS)})
+    if flow:
+        text = ",".join(
+            {"builtins": "flow-builtins", "all": "flow-all"}.get(p.strip(), p.strip())
+            for p in text.split(",")
+        )
+    names = resolve_names(text, {"main": lambda: list(MAIN_FLOW_BUILTINS if flow else MAIN_BUILTINS)})
     if not names:
         raise ValueError("--schedulers selects no scheduler")
     return names
@@ -184,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"diffusers-geo demo: cannot load --model {args.model!r}: {err}") from err
     if args.prompt is not None and not takes(pipe, "prompt"):
         raise SystemExit(f"diffusers-geo demo: {type(pipe).__name__} takes no prompt; drop --prompt")
+    if serves_flow(pipe.scheduler.config):
+        names = resolve_schedulers(args.schedulers, flow=True)
     model_name = "packaged tiny-digits DDPM" if packaged else args.model
 
     try:

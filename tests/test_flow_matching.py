@@ -135,11 +135,21 @@ def test_sigmas_match_flow_match_euler(config, kwargs):
 @pytest.mark.parametrize("n", [1, 4, 9])
 def test_trailing_spacing_is_fluxs(config, n):
     """``timestep_spacing="trailing"`` on a flow model: the noise levels FlowMatchEuler gets from FluxPipeline's
-    ``sigmas = linspace(1, 1/N, N)`` (every step the same length in t, shifted once). The default stays
-    FlowMatchEuler's own spacing ("linspace")."""
+    ``sigmas = linspace(1, 1/N, N)`` (every step the same length in t, shifted once). The default is
+    FlowMatchEuler's own spacing ("linspace") for sigma-ddim and geometric-heun, "trailing" for ER-SDE and
+    projection DDIM (chosen on the benchmark suite), recorded in the config either way."""
     reference = FlowMatchEulerDiscreteScheduler(**config)
-    assert load_scheduler("er-sde", reference.config).config.timestep_spacing == "linspace"
-    ours = load_scheduler("er-sde", reference.config, timestep_spacing="trailing")
+    for name in NAMES:
+        expected = SCHEDULERS[name].flow_timestep_spacing
+        assert load_scheduler(name, reference.config).config.timestep_spacing == expected
+        assert SCHEDULERS[name](prediction_type="flow_prediction").config.timestep_spacing == expected
+    assert {n: SCHEDULERS[n].flow_timestep_spacing for n in NAMES} == {
+        "er-sde": "trailing",
+        "geometric-heun": "linspace",
+        "projection-ddim": "trailing",
+        "sigma-ddim": "linspace",
+    }
+    ours = load_scheduler("sigma-ddim", reference.config, timestep_spacing="trailing")
     ours.set_timesteps(n)
     if n == 1 and "shift_terminal" in config:  # diffusers stretches [1.0] by 0 / 0: NaN; ours keeps it
         assert fractions(ours).tolist() == [1.0, 0.0]
@@ -187,7 +197,8 @@ def test_sigma_ddim_is_flow_match_euler(config):
 )
 def test_ddim_modes_reduce_to_sigma_ddim(name, options):
     config = FlowMatchEulerDiscreteScheduler(**SD3).config
-    reference, ours = load_scheduler("sigma-ddim", config), load_scheduler(name, config, **options)
+    reference = load_scheduler("sigma-ddim", config, timestep_spacing="trailing")
+    ours = load_scheduler(name, config, timestep_spacing="trailing", **options)
     for n in (1, 3, 8):
         reference.set_timesteps(n)
         ours.set_timesteps(n)

@@ -64,6 +64,10 @@ class ProjectionDDIMScheduler(GeoScheduler):
     :class:`GeoScheduler`.
     """
 
+    #: on flow models: worst case over the benchmark suite (SD3 config, NFE 5-10) 1.56x the best deterministic
+    #: built-in's ODE error with "trailing" against 3.60x with "linspace" (docs/flow_matching.md)
+    flow_timestep_spacing = "trailing"
+
     options = {
         "gamma": Real(0.0, low_open=True, hint="(1 is DDIM, 2 the paper's default)"),
         "mu": Real(0.0, 1.0, high_open=True, hint="(0 deterministic, 0.5 DDPM-like)"),

@@ -39,6 +39,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 
 from .parameterization import DiscreteVP
+from .registry import serves_flow
 from .schedulers.scheduling_geometric_heun import GeometricHeunScheduler
 from .schedules import karras_sigmas, training_schedule
 from .solvers.gits import COST_METRICS, JUMPS, afs_noise_scale, gits_dynamic_program, jump_costs
@@ -438,6 +439,13 @@ def gits_schedule(
             f"{max_steps} steps or raise teacher_steps."
         )
 
+    given = scheduler_config or getattr(getattr(model, "scheduler", None), "config", None)
+    if serves_flow(given or getattr(model, "config", None) or {}):
+        raise ValueError(
+            "GITS schedules are searched for variance-preserving models (SD 1.x/2.x, SDXL, DDPM) only: a "
+            "flow-matching model (SD3, Flux) starts at sigma = inf, which the teacher grid and the jump costs "
+            "do not cover yet. Use the pipeline's own schedule."
+        )
     state = _distributed_state()
     if state is not None and seed is None:
         raise ValueError(

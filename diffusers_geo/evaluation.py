@@ -32,12 +32,15 @@ from accelerate.utils import gather_object
 
 from .gits import gits_schedule
 from .metrics import feature_frechet_distance, kernel_distance, psnr, rmse, ssim
-from .registry import is_stochastic, make_scheduler, resolve_names, split_gits
-from .sampling import decode, run_pipeline, steps_for_nfe, takes
+from .registry import is_stochastic, make_scheduler, resolve_names, serves_flow, split_gits
+from .sampling import decode, run_pipeline, set_timesteps, steps_for_nfe, takes
 
 DEFAULT_SCHEDULERS = "ours,dpmpp-2m,unipc,euler"
 DEFAULT_NFE = (4, 5, 6, 8, 10, 15, 20)
 REFERENCE = "dpmpp-2m-karras:100"
+#: the same defaults for flow-matching pipelines (SD3, Flux): diffusers' flow samplers
+FLOW_DEFAULT_SCHEDULERS = "ours,flow-dpmpp-2m,flow-unipc,flow-euler"
+FLOW_REFERENCE = "flow-dpmpp-2m:100"
 #: relative-RMSE targets of the recommendations (fractions of the reference's RMS)
 TARGETS = (0.05, 0.02)
 FORMAT = "diffusers_geo.eval/1"
@@ -190,7 +193,10 @@ def evaluate_schedulers(
             (:func:`~diffusers_geo.gits_schedule`, default 32 warm-up samples; its cost is reported).
         nfe: model-call budgets; each scheduler runs the largest step count that fits (and a budget below a
             scheduler's minimum is an error, before anything runs).
-        reference: ``"NAME:STEPS"``, the converged run every sample is compared with.
+        reference: ``"NAME:STEPS"``, the converged run every sample is compared with. On a flow-matching
+            pipeline (SD3, Flux) the default schedulers and reference are diffusers' flow samplers
+            (:data:`FLOW_DEFAULT_SCHEDULERS`, :data:`FLOW_REFERENCE`), and the groups ``builtins`` / ``all``
+            mean them.
         num_images, seed: images ``0 .. num_images - 1`` with seeds ``seed + i``.
         batch_size: images per pipeline call.
         grid_images: images kept per cell for the grid (those with the first prompt).
@@ -210,11 +216,17 @@ def evaluate_schedulers(
         raise ValueError("num_images and batch_size must be >= 1 and grid_images >= 0.")
     if not nfe or min(nfe) < 1:
         raise ValueError(f"nfe must be positive model-call budgets, got {list(nfe)}.")
-    names = resolve_names(schedulers if isinstance(schedulers, str) else ",".join(schedulers))
+    base_config = dict(pipe.scheduler.config)
+    text = schedulers if isinstance(schedulers, str) else ",".join(schedulers)
+    if serves_flow(base_config):  # the defaults and groups mean diffusers' flow samplers on a flow model
+        text = FLOW_DEFAULT_SCHEDULERS if text == DEFAULT_SCHEDULERS else text
+        groups = {"builtins": "flow-builtins", "all": "flow-all"}
+        text = ",".join(groups.get(p.strip(), p.strip()) for p in text.split(","))
+        reference = FLOW_REFERENCE if reference == REFERENCE else reference
+    names = resolve_names(text)
     if not names:
         raise ValueError("schedulers selects no scheduler.")
     reference_name, reference_steps = parse_reference(reference)
-    base_config = dict(pipe.scheduler.config)
     plan = _plan(names, nfe, base_config)
     extract, why = _feature_extractor(features)  # every error here, before anything samples
     make_scheduler(reference_name, base_config)
@@ -351,7 +363,7 @@ def _plan(names: Sequence[str], nfes: Sequence[int], config: Mapping[str, Any]):
     plan = []
     for name in names:
         scheduler = make_scheduler(name, config)
-        scheduler.set_timesteps(1)
+        set_timesteps(scheduler, 1)  # as the pipeline would (Flux: its sigmas and mu)
         minimum = len(scheduler.timesteps)
         for target in nfes:
             steps = steps_for_nfe(scheduler, target)

@@ -136,8 +136,11 @@ def make_scheduler(
         cls, defaults = _builtin(base, config)
         _check_family(base, config)
         _check_overrides(cls, options)
-        if cls.__name__.startswith("FlowMatch"):  # they take no prediction_type (always velocity)
-            config.pop("prediction_type", None)
+        if base.removesuffix(KARRAS_SUFFIX) in FLOW_BUILTINS:
+            # a FlowMatch config's keys that this class does not take (the FlowMatch classes take no
+            # prediction_type, DPM-Solver / UniPC no shift): dropped here, not warned about by diffusers
+            accepted = set(inspect.signature(cls.__init__).parameters)
+            config = {k: v for k, v in config.items() if k in accepted or k.startswith("_")}
         return cls.from_config(config, **{**defaults, **options})
     if callable(spec):
         return spec(config)

@@ -9,6 +9,7 @@ with one generator per image and counts its model calls (the demo, ``eval``).
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -178,6 +179,12 @@ def decode(pipe, samples: torch.Tensor) -> np.ndarray:
     """Images in [0, 1], ``(N, H, W, C)``, from what :func:`run_pipeline` returns with ``output_type="latent"``:
     through the pipeline's VAE for latent pipelines, directly for pixel models."""
     vae = getattr(pipe, "vae", None)
+    if vae is not None and samples.ndim == 3 and hasattr(pipe, "_unpack_latents"):
+        # Flux packs 2x2 latent patches into tokens (N, H/16 * W/16, 4 C): unpack (a square image, which is
+        # what the pipeline makes by default) before decoding
+        factor = pipe.vae_scale_factor
+        side = round(math.sqrt(samples.shape[1])) * 2 * factor
+        samples = pipe._unpack_latents(samples, side, side, factor)
     if vae is not None:
         latents = samples.to(vae.device, vae.dtype) / vae.config.scaling_factor
         shift = getattr(vae.config, "shift_factor", None)

@@ -446,7 +446,11 @@ def tiny_flux_pipeline(kind: str = "txt2img", scheduler: SchedulerSpec | None = 
         "tokenizer_2": tiny_clip_tokenizer(),
         "transformer": transformer,
     }
-    return _install(_FLUX_PIPELINES[kind](**components), scheduler)
+    pipe = _FLUX_PIPELINES[kind](**components)
+    # FluxPipeline's default image is default_sample_size * vae_scale_factor pixels, with default_sample_size
+    # hard-coded to 128 (not in any config): 16 x 16 here, as built (a reloaded copy needs height / width)
+    pipe.default_sample_size = LATENT_SIZE
+    return _install(pipe, scheduler)
 
 
 # --------------------------------------------------------------------------------------------------

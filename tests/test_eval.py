@@ -14,7 +14,8 @@ from diffusers_geo.cli import main
 from diffusers_geo.evaluation import evaluate_schedulers
 from diffusers_geo.metrics import PSNR_CAP, feature_frechet_distance, kernel_distance, psnr, ssim
 from diffusers_geo.models.default_model import load_default_pipeline
-from diffusers_geo.testing import accelerate_launch, tiny_sd_pipeline
+from diffusers_geo.registry import scheduler_names
+from diffusers_geo.testing import accelerate_launch, tiny_flux_pipeline, tiny_sd_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,32 @@ def test_a_tiny_stable_diffusion_pipeline_end_to_end():
         assert all(np.isfinite(v).all() for v in cell.per_image.values())
         assert cell.images.shape == (2, 16, 16, 3)  # image 0 and 2: the first prompt, decoded by the VAE
     assert result.settings["prompts"] == ["a photo of a cat", "a dog"]
+
+
+def test_a_tiny_flux_pipeline_end_to_end():
+    """A flow-matching pipeline: the default schedulers and reference are diffusers' flow samplers, the packed
+    latents are scored and decoded, and the reference scores zero against itself."""
+    pipe = tiny_flux_pipeline(seed=0)
+    result = evaluate_schedulers(
+        pipe, ["a photo of a cat"], nfe=[3, 6], num_images=2, batch_size=2, grid_images=1, progress=False
+    )
+    assert result.settings["reference"] == "flow-dpmpp-2m:100"
+    assert result.settings["schedulers"] == [*scheduler_names(), "flow-dpmpp-2m", "flow-unipc", "flow-euler"]
+    for cell in result.cells:
+        assert all(np.isfinite(v).all() for v in cell.per_image.values())
+        assert cell.images.shape == (1, 16, 16, 3)
+    reference = evaluate_schedulers(
+        pipe,
+        ["a photo of a cat"],
+        "flow-dpmpp-2m",
+        nfe=[8],
+        reference="flow-dpmpp-2m:8",
+        num_images=2,
+        features=None,
+        progress=False,
+    )
+    cell = reference.cells[0]
+    assert cell.per_image["rmse"] == [0.0, 0.0] and cell.per_image["rel_rmse"] == [0.0, 0.0]
 
 
 def test_gits_schedules_are_searched_on_the_pipeline(digits):

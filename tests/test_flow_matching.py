@@ -158,6 +158,35 @@ def test_trailing_spacing_is_fluxs(config, n):
     torch.testing.assert_close(fractions(ours).float(), reference.sigmas, rtol=0, atol=3e-7)
 
 
+def test_projection_ddim_log_linear_schedule_on_flow_models():
+    """GE's schedule on a flow model: the first call at s = 1, then a constant step size 1 - sigma_next / sigma
+    from the spacing's second level down to sqrt(last level x the model's smallest level), then 0. Custom
+    sigmas (Flux passes them) are used as given."""
+    config = FlowMatchEulerDiscreteScheduler(**SD3).config
+    ge = load_scheduler("projection-ddim", config)
+    spacing = load_scheduler("projection-ddim", config, schedule="spacing")
+    for n in (3, 5, 10):
+        ge.set_timesteps(n)
+        spacing.set_timesteps(n)
+        sig, base = ge.sigmas, spacing.sigmas
+        assert math.isinf(float(sig[0])) and float(sig[-1]) == 0 and len(sig) == n + 1
+        assert float(sig[1]) == float(base[1])
+        ratios = sig[2:-1] / sig[1:-2]
+        torch.testing.assert_close(ratios, ratios[:1].expand_as(ratios), rtol=1e-12, atol=0)
+        sigma_min = 3.0 * 0.001 / (1 + 2.0 * 0.001)  # s = shift(1 / T)
+        sigma_min = sigma_min / (1 - sigma_min)
+        assert float(sig[-2]) == pytest.approx(math.sqrt(float(base[-2]) * sigma_min), rel=1e-12)
+    ddim_end = load_scheduler("projection-ddim", config, log_linear_end="ddim")
+    ddim_end.set_timesteps(5)
+    spacing.set_timesteps(5)
+    assert float(ddim_end.sigmas[-2]) == pytest.approx(float(spacing.sigmas[-2]), rel=1e-12)
+    flux = load_scheduler("projection-ddim", FlowMatchEulerDiscreteScheduler(**FLUX).config)
+    flux.set_timesteps(sigmas=list(np.linspace(1.0, 1 / 5, 5)), mu=1.0)
+    reference = FlowMatchEulerDiscreteScheduler(**FLUX)
+    reference.set_timesteps(sigmas=list(np.linspace(1.0, 1 / 5, 5)), mu=1.0)
+    torch.testing.assert_close(fractions(flux).float(), reference.sigmas, rtol=0, atol=3e-7)
+
+
 @pytest.mark.parametrize("cls", [DPMSolverMultistepScheduler])
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_sigmas_match_dpm_flow_sigmas(cls, dynamic):
@@ -191,7 +220,7 @@ def test_sigma_ddim_is_flow_match_euler(config):
     ("name", "options"),
     [
         ("er-sde", {"solver_order": 1, "noise_scale": "ode"}),
-        ("projection-ddim", {"gamma": 1.0}),
+        ("projection-ddim", {"gamma": 1.0, "schedule": "spacing"}),
         ("geometric-heun", {"multistep": True, "corrector": False, "max_multistep_weight": 1e-9}),
     ],
 )

@@ -1,6 +1,7 @@
 """The gradient-estimation sampler's schedule (Permenter & Yuan, arXiv 2306.04848, its "second modification" of
 DDIM): sigmas log-linear from a start sigma below the model's maximum (a constant gradient-descent step size
-``1 - sigma_next / sigma``), every sigma snapped *up* to a trained timestep."""
+``1 - sigma_next / sigma``), every sigma snapped *up* to a trained timestep; on a flow-matching model the same
+log-linear stretch after the first step from pure noise (:func:`flow_log_linear_sigmas`)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,28 @@ def log_linear_timesteps(
     for k in range(1, num_steps):  # and none above the start (they fit: num_steps <= start_t + 1)
         t[k] = min(int(t[k]), int(t[k - 1]) - 1)
     return t
+
+
+def flow_log_linear_sigmas(
+    sigmas: torch.Tensor, sigma_min: float, end: str = "geometric-mean"
+) -> torch.Tensor:
+    """The schedule on a flow-matching model, from its spacing's ``N + 1`` sigmas (first ``inf``, last 0).
+
+    A flow run starts from pure noise at ``sigma = inf``, where the prior is exact, so no start below the
+    maximum is needed: the first call stays there and lands at the spacing's second level ``sigma_1``. The
+    ``N - 1`` calls after it are log-uniform (a constant step size ``1 - sigma_next / sigma``) from ``sigma_1``
+    down to the end, as in :func:`log_linear_end_sigma` with the spacing's last level for ``sigma(T // N)`` and
+    ``sigma_min`` (the model's smallest level) for ``sigma(0)``: ``"ddim"`` the last level itself,
+    ``"geometric-mean"`` ``sqrt(last * sigma_min)``. Nothing to snap: a flow model takes any timestep.
+    Schedules of fewer than 3 steps are returned as they are.
+    """
+    if end not in LOG_LINEAR_ENDS:
+        raise ValueError(f"Unknown log_linear_end {end!r}; choose one of {list(LOG_LINEAR_ENDS)}.")
+    n = len(sigmas) - 1
+    if n < 3:
+        return sigmas
+    start, last = float(sigmas[1]), float(sigmas[-2])
+    end_sigma = min(last if end == "ddim" else math.sqrt(last * sigma_min), start)
+    middle = exponential_sigmas(end_sigma, start, n - 1)
+    middle[0], middle[-1] = start, end_sigma  # exactly, not through exp(log(.))
+    return torch.cat([sigmas[:1], middle, sigmas[-1:]])

@@ -180,10 +180,21 @@ def test_projection_ddim_log_linear_schedule_on_flow_models():
     ddim_end.set_timesteps(5)
     spacing.set_timesteps(5)
     assert float(ddim_end.sigmas[-2]) == pytest.approx(float(spacing.sigmas[-2]), rel=1e-12)
-    flux = load_scheduler("projection-ddim", FlowMatchEulerDiscreteScheduler(**FLUX).config)
+    # FluxPipeline passes its default spacing as sigmas = linspace(1, 1/N, N): that is N steps, "trailing",
+    # and gets the log-linear schedule; other custom sigmas are used as given
+    flux_config = FlowMatchEulerDiscreteScheduler(**FLUX).config
+    flux = load_scheduler("projection-ddim", flux_config)
     flux.set_timesteps(sigmas=list(np.linspace(1.0, 1 / 5, 5)), mu=1.0)
+    steps = load_scheduler("projection-ddim", flux_config)
+    steps.set_timesteps(5, mu=1.0)
+    assert torch.equal(flux.sigmas, steps.sigmas)
+    plain = load_scheduler("projection-ddim", flux_config, schedule="spacing")
+    plain.set_timesteps(sigmas=list(np.linspace(1.0, 1 / 5, 5)), mu=1.0)
+    assert not torch.allclose(flux.sigmas[1:], plain.sigmas[1:])
+    custom = [1.0, 0.9, 0.5, 0.3, 0.1]
+    flux.set_timesteps(sigmas=custom, mu=1.0)
     reference = FlowMatchEulerDiscreteScheduler(**FLUX)
-    reference.set_timesteps(sigmas=list(np.linspace(1.0, 1 / 5, 5)), mu=1.0)
+    reference.set_timesteps(sigmas=custom, mu=1.0)
     torch.testing.assert_close(fractions(flux).float(), reference.sigmas, rtol=0, atol=3e-7)
 
 

@@ -749,6 +749,10 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                     f"num_inference_steps={n} but `sigmas` has {len(s)} values: pass one of them."
                 )
             n, given = len(s), "sigmas"
+            if torch.allclose(s, trailing_fractions(n), rtol=0, atol=1e-6):
+                # FluxPipeline's own default, sigmas = linspace(1, 1/N, N): the "trailing" spacing of N steps,
+                # not a custom schedule (a sampler with its own schedule, projection DDIM, may replace it)
+                given = "steps"
         elif n is None:
             raise ValueError("Pass `num_inference_steps`, `timesteps` or `sigmas` to set_timesteps.")
         elif cfg.use_flow_sigmas:

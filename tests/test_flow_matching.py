@@ -211,6 +211,11 @@ def test_sigmas_match_dpm_flow_sigmas(cls, dynamic):
     ours.set_timesteps(7, **kwargs)
     torch.testing.assert_close(fractions(ours).float(), reference.sigmas.float(), rtol=0, atol=3e-7)
     assert ours.config.flow_shift == 3.0  # mu shifts the run, it does not rewrite the config
+    # custom sigmas are shifted by flow_shift (or mu), as UniPC shifts them
+    unipc = UniPCMultistepScheduler(**config, use_dynamic_shifting=dynamic)
+    unipc.set_timesteps(sigmas=np.array([0.9, 0.6, 0.3]), **kwargs)
+    ours.set_timesteps(sigmas=[0.9, 0.6, 0.3], **kwargs)
+    torch.testing.assert_close(fractions(ours).float(), unipc.sigmas.float(), rtol=0, atol=3e-7)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -148,22 +148,6 @@ def unknown_options(owner: str, names: Sequence[str], valid: Sequence[str]) -> s
     return f"{owner} has no option {', '.join(map(repr, names))}.{hints} Valid options: {sorted(valid)}."
 
 
-#: the flow-matching keys of diffusers' schedulers that we keep: ``FlowMatchEulerDiscreteScheduler``'s (SD3's
-#: ``shift``, Flux's dynamic shift) and DPM-Solver / UniPC's ``use_flow_sigmas`` / ``flow_shift`` (Wan)
-FLOW_KEYS = (
-    "shift",
-    "use_dynamic_shifting",
-    "base_shift",
-    "max_shift",
-    "base_image_seq_len",
-    "max_image_seq_len",
-    "shift_terminal",
-    "time_shift_type",
-    "use_flow_sigmas",
-    "flow_shift",
-)
-
-
 def is_flow_match_config(config: Mapping[str, Any]) -> bool:
     """Whether ``config`` is a ``FlowMatch*`` scheduler's (saved ones name their class; in memory they are
     the only diffusers configs with a ``shift`` and no ``prediction_type``)."""
@@ -764,7 +748,9 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             s, given = trailing_fractions(n), "steps"
         else:
             s, given = flow_match_fractions(n, total, cfg.shift, cfg.use_dynamic_shifting), "steps"
-        s = shift_flow_fractions(s, cfg.shift, mu, cfg.time_shift_type, cfg.shift_terminal)
+        # DPM-Solver / UniPC (use_flow_sigmas=True) shift custom sigmas by their flow_shift
+        shift = cfg.flow_shift if cfg.use_flow_sigmas else cfg.shift
+        s = shift_flow_fractions(s, shift, mu, cfg.time_shift_type, cfg.shift_terminal)
         if respacing is not None:
             s = respace_sigmas(respacing, float(s[-1]), float(s[0]), n)
         return append_terminal(flow_sigma(s), 0.0), given

@@ -16,6 +16,14 @@ machine shared with other jobs; see ``asset README.md`` next to the weights for 
 
     python examples/train_tiny_model.py --threads 1
 
+``--flow`` trains the same network as a flow-matching (rectified-flow) model instead, as SD3 and Flux are
+trained: ``x_s = (1 − s) x0 + s ε``, velocity target ``ε − x0`` at timestep ``1000 s``, ``s`` drawn
+logit-normal (Esser et al., SD3, arXiv 2403.03206, eq. 19), saved with ``FlowMatchEulerDiscreteScheduler()``
+(``shift=1``) in a ``DDPMPipeline``, whose loop runs any scheduler (``--out`` is then required: the packaged
+model stays the DDPM one)::
+
+    python examples/train_tiny_model.py --flow --threads 1 --out tiny-digits-flow
+
 At the end the script scores ``--eval-samples`` 50-step DDPM samples of the trained model and of the same
 architecture with its random initial weights (:func:`diffusers_geo.models.default_model.score_digits`) and writes
 the numbers into the folder's README.md. ``--preview grid.png`` also writes the trained samples as a PNG;
@@ -34,7 +42,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDPMPipeline, DDPMScheduler, FlowMatchEulerDiscreteScheduler, UNet2DModel
 
 from diffusers_geo.data import digits_images
 from diffusers_geo.models.default_model import DEFAULT_MODEL_SIZE, default_model_path, score_digits
@@ -64,10 +72,18 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.lerp_(p, 1.0 - decay)
 
 
+def make_scheduler(flow: bool):
+    """The scheduler saved with the model: DDPM's defaults, or flow matching's (``shift=1``)."""
+    return FlowMatchEulerDiscreteScheduler() if flow else DDPMScheduler()
+
+
 @torch.no_grad()
-def sample_ddpm(unet: UNet2DModel, num_images: int, steps: int = 50, seed: int = 0) -> torch.Tensor:
-    """``num_images`` samples of ``steps``-step DDPM (the packaged scheduler), in [-1, 1]."""
-    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler())
+def sample_ddpm(
+    unet: UNet2DModel, num_images: int, steps: int = 50, seed: int = 0, flow: bool = False
+) -> torch.Tensor:
+    """``num_images`` samples of ``steps``-step DDPM (the packaged scheduler; flow Euler with ``flow``), in
+    [-1, 1]."""
+    pipe = DDPMPipeline(unet=unet, scheduler=make_scheduler(flow))
     pipe.set_progress_bar_config(disable=True)
     images = pipe(
         batch_size=num_images,
@@ -92,8 +108,8 @@ def save_preview(samples: torch.Tensor, path: Path, columns: int = 8) -> None:
     Image.fromarray(pixels).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
 
 
-def save(unet: UNet2DModel, folder: Path) -> None:
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(folder, safe_serialization=True)
+def save(unet: UNet2DModel, folder: Path, flow: bool = False) -> None:
+    DDPMPipeline(unet=unet, scheduler=make_scheduler(flow)).save_pretrained(folder, safe_serialization=True)
 
 
 def train(args: argparse.Namespace) -> UNet2DModel:
@@ -119,8 +135,13 @@ def train(args: argparse.Namespace) -> UNet2DModel:
         index = torch.randint(len(data), (args.batch_size,), generator=generator)
         x0 = data[index]
         noise = torch.randn(x0.shape, generator=generator)
-        t = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator)
-        loss = F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
+        if args.flow:  # rectified flow: x_s = (1 - s) x0 + s eps, target eps - x0, s logit-normal
+            s = torch.sigmoid(torch.randn(args.batch_size, generator=generator)).reshape(-1, 1, 1, 1)
+            x_s = (1 - s) * x0 + s * noise
+            loss = F.mse_loss(unet(x_s, 1000.0 * s.flatten()).sample, noise - x0)
+        else:
+            t = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator)
+            loss = F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -143,11 +164,10 @@ def train(args: argparse.Namespace) -> UNet2DModel:
     return ema.eval()
 
 
-CARD = """# tiny-digits: the default model of diffusers-geo
+CARD = """# tiny-digits{suffix}: {title}
 
 A `DDPMPipeline` (diffusers) with a {parameters:,}-parameter `UNet2DModel` (1 channel, {size}x{size} pixels,
-ε-prediction) and the standard DDPM scheduler config (`DDPMScheduler()` defaults: 1000 steps, linear β from
-1e-4 to 0.02). Trained on scikit-learn's 1,797 bundled 8x8 handwritten digits scaled to [-1, 1]; the weights
+{kind}). Trained on scikit-learn's 1,797 bundled 8x8 handwritten digits scaled to [-1, 1]; the weights
 are an EMA of the trained ones. `diffusers-geo demo` samples from it.
 
 ```python
@@ -186,7 +206,19 @@ def _rounded(score) -> dict:
 def write_card(folder: Path, summary: dict, argv: list[str], log_every: int) -> None:
     """The folder's README.md: what the model is, how it was made, and the training run's numbers."""
     command = " ".join(a for a in argv if a)
+    flow = summary.get("flow", False)
     text = CARD.format(
+        suffix="-flow" if flow else "",
+        title="a flow-matching model of diffusers-geo's digits"
+        if flow
+        else "the default model of diffusers-geo",
+        kind=(
+            "velocity prediction, trained as a rectified flow `x_s = (1 - s) x0 + s ε`) and "
+            "`FlowMatchEulerDiscreteScheduler()` (shift 1); `eval` samples with 50-step flow Euler"
+            if flow
+            else "ε-prediction) and the standard DDPM scheduler config (`DDPMScheduler()` defaults: 1000 steps, "
+            "linear β from 1e-4 to 0.02)"
+        ),
         parameters=summary["parameters"],
         size=summary["size"],
         command=command,
@@ -222,14 +254,19 @@ def main(argv: list[str] | None = None) -> Path:
         help="score this many 50-step DDPM samples (trained and random weights) for the README; 0: skip",
     )
     parser.add_argument("--preview", type=Path, default=None, help="write the scored samples as a PNG")
+    parser.add_argument(
+        "--flow", action="store_true", help="a flow-matching (velocity) model instead of DDPM's ε-model"
+    )
     args = parser.parse_args(argv)
+    if args.flow and args.out == default_model_path():
+        parser.error("--flow needs --out: the packaged model is the DDPM one")
     if args.steps < 1 or args.batch_size < 1 or args.threads < 1:
         parser.error("--steps, --batch-size and --threads must be positive")
     if args.eval_samples < 0 or (args.preview is not None and args.eval_samples < 1):
         parser.error("--eval-samples must be >= 0 (and >= 1 with --preview)")
 
     unet = train(args)
-    save(unet, args.out)
+    save(unet, args.out, args.flow)
     parameters = sum(p.numel() for p in unet.parameters())
     summary = {
         "parameters": parameters,
@@ -240,13 +277,14 @@ def main(argv: list[str] | None = None) -> Path:
         "ema_decay": args.ema_decay,
         "seed": args.seed,
         "threads": args.threads,
+        "flow": args.flow,
         "wall_seconds": round(args.wall_seconds, 1),
         "cpu_seconds": round(args.cpu_seconds, 1),
         "final_loss": round(args.final_loss, 4),
         "torch": torch.__version__,
     }
     if args.eval_samples:
-        samples = sample_ddpm(unet, args.eval_samples)
+        samples = sample_ddpm(unet, args.eval_samples, flow=args.flow)
         if args.preview is not None:
             save_preview(samples, args.preview)
             print(f"preview: {args.preview}")
@@ -257,7 +295,9 @@ def main(argv: list[str] | None = None) -> Path:
             "steps": 50,
             "seed": 0,
             "trained": _rounded(score_digits(samples)),
-            "random_weights": _rounded(score_digits(sample_ddpm(untrained, args.eval_samples))),
+            "random_weights": _rounded(
+                score_digits(sample_ddpm(untrained, args.eval_samples, flow=args.flow))
+            ),
             "real_digits": _rounded(score_digits(digits_images(args.size)[:: 1797 // args.eval_samples])),
         }
     print(json.dumps(summary))

@@ -171,3 +171,26 @@ def test_training_script_is_reproducible(tmp_path):
     packaged = json.loads((default_model_path() / "unet" / "config.json").read_text())
     assert json.loads(json.dumps(_public(trained.unet.config))) == _public(packaged)
     assert _public(trained.scheduler.config) == _public(DDPMScheduler().config)
+
+
+def test_training_script_flow_matching(tmp_path):
+    """``--flow``: the same network trained as a flow-matching model, saved with FlowMatchEuler in a
+    DDPMPipeline that every diffusers-geo scheduler serves as a flow model; it needs its own --out."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from diffusers_geo import load_scheduler
+
+    train = _load_training_script()
+    folder = train.main(
+        ["--flow", "--steps", "2", "--batch-size", "4", "--eval-samples", "2", "--out", str(tmp_path / "f")]
+    )
+    card = _card_summary(folder)
+    assert card["flow"] is True and "velocity prediction" in (folder / "README.md").read_text()
+    pipe = DDPMPipeline.from_pretrained(folder)
+    assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler)
+    pipe.scheduler = load_scheduler("er-sde", pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=2, num_inference_steps=4, generator=torch.Generator().manual_seed(0)).images
+    assert len(images) == 2
+    with pytest.raises(SystemExit):
+        train.main(["--flow", "--steps", "1"])

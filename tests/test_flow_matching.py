@@ -140,15 +140,20 @@ def test_trailing_spacing_is_fluxs(config, n):
     projection DDIM (chosen on the benchmark suite), recorded in the config either way."""
     reference = FlowMatchEulerDiscreteScheduler(**config)
     for name in NAMES:
-        expected = SCHEDULERS[name].flow_timestep_spacing
+        expected = SCHEDULERS[name].flow_defaults["timestep_spacing"]
         assert load_scheduler(name, reference.config).config.timestep_spacing == expected
         assert SCHEDULERS[name](prediction_type="flow_prediction").config.timestep_spacing == expected
-    assert {n: SCHEDULERS[n].flow_timestep_spacing for n in NAMES} == {
-        "er-sde": "trailing",
-        "geometric-heun": "linspace",
-        "projection-ddim": "trailing",
-        "sigma-ddim": "linspace",
+    assert {n: SCHEDULERS[n].flow_defaults for n in NAMES} == {
+        "er-sde": {"timestep_spacing": "trailing"},
+        "geometric-heun": {"timestep_spacing": "linspace"},
+        "projection-ddim": {"timestep_spacing": "trailing", "schedule": "spacing"},
+        "sigma-ddim": {"timestep_spacing": "linspace"},
     }
+    # a VP model keeps the VP defaults; a value given explicitly wins
+    assert load_scheduler("projection-ddim").config.schedule == "log-linear"
+    assert load_scheduler("projection-ddim", reference.config, schedule="log-linear").config.schedule == (
+        "log-linear"
+    )
     ours = load_scheduler("sigma-ddim", reference.config, timestep_spacing="trailing")
     ours.set_timesteps(n)
     if n == 1 and "shift_terminal" in config:  # diffusers stretches [1.0] by 0 / 0: NaN; ours keeps it
@@ -163,7 +168,7 @@ def test_projection_ddim_log_linear_schedule_on_flow_models():
     from the spacing's second level down to sqrt(last level x the model's smallest level), then 0. Custom
     sigmas (Flux passes them) are used as given."""
     config = FlowMatchEulerDiscreteScheduler(**SD3).config
-    ge = load_scheduler("projection-ddim", config)
+    ge = load_scheduler("projection-ddim", config, schedule="log-linear")
     spacing = load_scheduler("projection-ddim", config, schedule="spacing")
     for n in (3, 5, 10):
         ge.set_timesteps(n)
@@ -176,19 +181,19 @@ def test_projection_ddim_log_linear_schedule_on_flow_models():
         sigma_min = 3.0 * 0.001 / (1 + 2.0 * 0.001)  # s = shift(1 / T)
         sigma_min = sigma_min / (1 - sigma_min)
         assert float(sig[-2]) == pytest.approx(math.sqrt(float(base[-2]) * sigma_min), rel=1e-12)
-    ddim_end = load_scheduler("projection-ddim", config, log_linear_end="ddim")
+    ddim_end = load_scheduler("projection-ddim", config, schedule="log-linear", log_linear_end="ddim")
     ddim_end.set_timesteps(5)
     spacing.set_timesteps(5)
     assert float(ddim_end.sigmas[-2]) == pytest.approx(float(spacing.sigmas[-2]), rel=1e-12)
     # FluxPipeline passes its default spacing as sigmas = linspace(1, 1/N, N): that is N steps, "trailing",
     # and gets the log-linear schedule; other custom sigmas are used as given
     flux_config = FlowMatchEulerDiscreteScheduler(**FLUX).config
-    flux = load_scheduler("projection-ddim", flux_config)
+    flux = load_scheduler("projection-ddim", flux_config, schedule="log-linear")
     flux.set_timesteps(sigmas=list(np.linspace(1.0, 1 / 5, 5)), mu=1.0)
-    steps = load_scheduler("projection-ddim", flux_config)
+    steps = load_scheduler("projection-ddim", flux_config, schedule="log-linear")
     steps.set_timesteps(5, mu=1.0)
     assert torch.equal(flux.sigmas, steps.sigmas)
-    plain = load_scheduler("projection-ddim", flux_config, schedule="spacing")
+    plain = load_scheduler("projection-ddim", flux_config)  # the flow default: the pipeline's spacing
     plain.set_timesteps(sigmas=list(np.linspace(1.0, 1 / 5, 5)), mu=1.0)
     assert not torch.allclose(flux.sigmas[1:], plain.sigmas[1:])
     custom = [1.0, 0.9, 0.5, 0.3, 0.1]

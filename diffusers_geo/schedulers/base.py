@@ -125,8 +125,10 @@ def scheduler_config(init: Callable) -> Callable:
             if not name.startswith("_") and name not in keys:
                 raise TypeError(unknown_options(type(self).__name__, [name], keys))
             given[name] = value
-        if given.get("prediction_type") == "flow_prediction" and "timestep_spacing" not in given:
-            given["timestep_spacing"] = type(self).flow_timestep_spacing  # recorded in the config
+        if (
+            given.get("prediction_type") == "flow_prediction"
+        ):  # the class's flow defaults, recorded in the config
+            given = {**type(self).flow_defaults, **given}
         checks = type(self).option_checks()
         for name, value in given.items():
             if name in checks:
@@ -200,10 +202,11 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
     order = 1
     #: whether ``step`` draws noise (a stochastic sampler); subclasses with a noise option override it
     stochastic = False
-    #: the ``timestep_spacing`` of a flow-matching model when none is given (a FlowMatch config has none):
-    #: "linspace" is FlowMatchEulerDiscreteScheduler's spacing, "trailing" Flux's sigmas; each class takes
-    #: the one with the lower worst case on the benchmark suite (docs/flow_matching.md)
-    flow_timestep_spacing: ClassVar[str] = "linspace"
+    #: option defaults that differ on a flow-matching model, used where the option is not given (a FlowMatch
+    #: config has no ``timestep_spacing``): "linspace" is FlowMatchEulerDiscreteScheduler's spacing,
+    #: "trailing" Flux's sigmas; each class takes the values with the lower worst case on the benchmark suite
+    #: and the trained flow model (docs/flow_matching.md)
+    flow_defaults: ClassVar[dict[str, Any]] = {"timestep_spacing": "linspace"}
 
     #: what each shared config option accepts (subclasses add theirs in their own ``options``)
     options: ClassVar[dict[str, Check]] = {

@@ -76,7 +76,7 @@ class ERSDEScheduler(GeoScheduler):
 
     #: on flow models: worst case over the benchmark suite (SD3 config, NFE 5-10) 1.04x the best stochastic
     #: built-in's FD with "trailing" against 2.21x with "linspace" (docs/flow_matching.md)
-    flow_timestep_spacing = "trailing"
+    flow_defaults = {"timestep_spacing": "trailing"}
 
     options = {
         "solver_order": Int(1, 3, hint="(ER-SDE-Solver-1/2/3)"),

@@ -42,9 +42,10 @@ class ProjectionDDIMScheduler(GeoScheduler):
             that ``gamma`` extrapolates the change of the denoiser and not the noise.
         schedule: ``"log-linear"`` (the paper's: constant step size ``1 - sigma_next / sigma`` from
             ``start_sigma``, every sigma snapped up to a trained timestep; on a flow-matching model from the
-            first level after pure noise, :func:`~diffusers_geo.schedules.log_linear.flow_log_linear_sigmas`:
-            measured on the SD3 config 0.40-0.48x the best deterministic built-in's ODE error on the mixture
-            problem at NFE 5-10, ``docs/flow_matching.md``) or ``"spacing"`` (the shared ``timestep_spacing``). ``use_karras_sigmas`` / ``use_exponential_sigmas`` / ``use_beta_sigmas``,
+            first level after pure noise, :func:`~diffusers_geo.schedules.log_linear.flow_log_linear_sigmas`)
+            or ``"spacing"`` (the shared ``timestep_spacing``; the default on flow models, see
+            ``flow_defaults``: the log-linear schedule has 0.39-0.48x the best deterministic built-in's ODE
+            error on the mixture problem but 1.6x on the trained flow model at NFE 4, ``docs/flow_matching.md``). ``use_karras_sigmas`` / ``use_exponential_sigmas`` / ``use_beta_sigmas``,
             when set, take precedence, and custom ``timesteps=`` / ``sigmas=`` are always used as given.
         start_sigma: first sigma of the log-linear schedule. ``None`` (default): the model's largest sigma,
             capped at 40, the paper's CIFAR-10 start (``DEFAULT_START_SIGMA_CAP``): 14.6 for Stable Diffusion
@@ -67,11 +68,11 @@ class ProjectionDDIMScheduler(GeoScheduler):
     :class:`GeoScheduler`.
     """
 
-    #: on flow models the log-linear schedule starts from this spacing's levels (its second and last one):
-    #: with "trailing" (Flux's) the suite's worst case is 1.67x the best deterministic built-in's ODE error
-    #: and the mixture's 0.40-0.48x; on FlowMatchEuler's "linspace" levels the plain spacing already reached
-    #: 3.60x (docs/flow_matching.md)
-    flow_timestep_spacing = "trailing"
+    #: on flow models the pipeline's spacing, Flux's "trailing": worst case over the benchmark suite and the
+    #: trained flow model 1.56x the best deterministic built-in's ODE error (0.87x on the trained model at
+    #: NFE 4), against 1.67x for the log-linear schedule, which wins on the benign mixture (0.39-0.48x) but
+    #: loses on the trained model (1.6x at NFE 4) (docs/flow_matching.md)
+    flow_defaults = {"timestep_spacing": "trailing", "schedule": "spacing"}
 
     options = {
         "gamma": Real(0.0, low_open=True, hint="(1 is DDIM, 2 the paper's default)"),

@@ -611,6 +611,12 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         self._nonfinite_step = None
         self.reset_state()
 
+    def _respacing(self) -> str | None:
+        """The sigma respacing the config asks for ("karras", "exponential", "beta"), or ``None``."""
+        cfg = self.config
+        on = _respacings(cfg.use_karras_sigmas, cfg.use_exponential_sigmas, cfg.use_beta_sigmas)
+        return on[0][0].removeprefix("use_").removesuffix("_sigmas") if on else None
+
     def _vp_sigmas(self, num_inference_steps, timesteps, sigmas) -> tuple[torch.Tensor, str]:
         """The N + 1 VE sigmas of a variance-preserving model's run, and how they were asked for."""
         passed = [
@@ -629,18 +635,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             )
         given = {"num_inference_steps": "steps"}.get(passed[0], passed[0])
         cfg, param = self.config, self.parameterization
-        respacing = next(
-            (
-                kind
-                for kind, on in (
-                    ("karras", cfg.use_karras_sigmas),
-                    ("exponential", cfg.use_exponential_sigmas),
-                    ("beta", cfg.use_beta_sigmas),
-                )
-                if on
-            ),
-            None,
-        )
+        respacing = self._respacing()
         if sigmas is not None:
             sigmas = _as_decreasing("sigmas", sigmas)
             if len(sigmas) < 2:
@@ -704,18 +699,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         n = num_inference_steps
         if n is not None and (not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1):
             raise ValueError(f"num_inference_steps must be a positive int, got {n!r}.")
-        respacing = next(
-            (
-                kind
-                for kind, on in (
-                    ("karras", cfg.use_karras_sigmas),
-                    ("exponential", cfg.use_exponential_sigmas),
-                    ("beta", cfg.use_beta_sigmas),
-                )
-                if on
-            ),
-            None,
-        )
+        respacing = self._respacing()
         total = cfg.num_train_timesteps
         if timesteps is not None:
             t = _as_decreasing("timesteps", timesteps)

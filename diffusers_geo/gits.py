@@ -21,6 +21,7 @@ The search math (Euler-jump costs, dynamic program, analytic first step) is in
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 import os
@@ -42,6 +43,7 @@ from .parameterization import DiscreteVP
 from .registry import serves_flow
 from .schedulers.scheduling_geometric_heun import GeometricHeunScheduler
 from .schedules import karras_sigmas, training_schedule
+from .schedules.flow import noise_fraction
 from .solvers.gits import COST_METRICS, JUMPS, afs_noise_scale, gits_dynamic_program, jump_costs
 
 GRIDS = ("timesteps", "karras")
@@ -54,7 +56,8 @@ logger = logging.get_logger(__name__)
 @dataclass
 class GITSSchedule:
     """A searched schedule: ``sigmas`` (N + 1 values, the terminal 0 included, the k-diffusion/ComfyUI and
-    diffusers-Euler convention) and the N training ``timesteps`` of the model calls.
+    diffusers-Euler convention; on a flow-matching model N unshifted noise fractions, see ``flow_matching``)
+    and the N training ``timesteps`` of the model calls.
 
     Use it with any scheduler: ``pipe(..., sigmas=schedule.sigmas)`` (Euler, diffusers-geo schedulers),
     ``pipe(..., timesteps=schedule.timesteps)`` (DPM-Solver++: integer timesteps with the default
@@ -70,6 +73,15 @@ class GITSSchedule:
             noise, which is where the analytic first step from the teacher's largest sigma lands (a free step:
             diffusers pipelines start from ``N(0, I)``, and ``initial_noise_scale`` is within about 1 % of 1).
         initial_noise_scale: see ``analytic_first_step`` (1 otherwise).
+        flow_matching: the schedule of a flow-matching model (SD3, Flux). Then ``sigmas`` are what a flow
+            pipeline takes as ``sigmas=``: N noise fractions ``s`` *before* the shift and without the terminal
+            0 (``FlowMatchEulerDiscreteScheduler``'s convention; the scheduler shifts them and appends 0), so
+            ``pipe(prompt, sigmas=schedule.sigmas)`` runs it on SD3 and Flux pipelines alike;
+            ``teacher_sigmas`` are the teacher grid's *shifted* noise fractions (M + 1, ending in 0) and
+            ``timesteps`` the N training timesteps ``1000 s`` of the model calls.
+        mu: the dynamic shift (Flux's ``calculate_shift``) the search ran with, ``None`` without dynamic
+            shifting. :meth:`apply` passes it unless given another one (a flow pipeline passes its own mu
+            for its resolution, which shifts the same unshifted fractions).
         model_calls: model evaluations the search spent (``teacher_steps * num_warmup``).
         cost: the minimal weighted cost of the dynamic program (per warm-up sample).
         info: free-form JSON-able notes: ``num_processes`` and ``seed`` of the search; the ``gits`` command
@@ -93,11 +105,9 @@ class GITSSchedule:
     analytic_first_step: bool = False
     initial_noise_scale: float = 1.0
     jump: str = "euler"
+    flow_matching: bool = False
+    mu: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_inference_steps(self) -> int:
-        return len(self.sigmas) - 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": 1, **asdict(self)}
@@ -251,35 +261,54 @@ class GITSSchedule:
                 raise FileNotFoundError(f"No GITS schedule on the Hub: {hint}") from err
         return cls.from_dict(_read_json(path), str(path))
 
-    def set_timesteps_kwargs(self, scheduler) -> dict[str, Any]:
+    @property
+    def num_inference_steps(self) -> int:
+        return len(self.timesteps)
+
+    def set_timesteps_kwargs(self, scheduler, mu: float | None = None) -> dict[str, Any]:
         """What ``scheduler.set_timesteps`` (and a pipeline call) takes to run this schedule: ``sigmas=`` where
-        the scheduler accepts custom sigmas, else integer ``timesteps=``; ``{}`` where it takes neither."""
+        the scheduler accepts custom sigmas, else integer ``timesteps=``; ``{}`` where it takes neither.
+        ``mu`` (flow models with dynamic shifting) is only used to try the sigmas; a pipeline passes its own."""
+        if self.flow_matching != serves_flow(scheduler.config):
+            kinds = ("a variance-preserving", "a flow-matching")
+            raise ValueError(
+                f"This GITS schedule was searched for {kinds[self.flow_matching]} model, but "
+                f"{type(scheduler).__name__} serves {kinds[not self.flow_matching]} one: search a schedule "
+                "for this model with gits_schedule."
+            )
         params = inspect.signature(scheduler.set_timesteps).parameters
         if "sigmas" in params:
+            extra = {"mu": self.mu if mu is None else mu} if self.flow_matching and "mu" in params else {}
+            # flow schedulers take an array, as FluxPipeline passes it (UniPC's dynamic shift fails on a list)
+            sigmas = np.array(self.sigmas) if self.flow_matching else list(self.sigmas)
             try:
-                copy.deepcopy(scheduler).set_timesteps(sigmas=list(self.sigmas))
-                return {"sigmas": list(self.sigmas)}
+                copy.deepcopy(scheduler).set_timesteps(sigmas=sigmas, **extra)
+                return {"sigmas": sigmas}
             except ValueError:  # e.g. UniPC takes sigmas only for flow models
                 pass
-        if "timesteps" in params:
+        if "timesteps" in params and not self.flow_matching:
             return {"timesteps": [int(round(t)) for t in self.timesteps]}
         return {}
 
-    def apply(self, scheduler, device: str | torch.device | None = None):
+    def apply(self, scheduler, device: str | torch.device | None = None, mu: float | None = None):
         """Set this schedule on ``scheduler`` (any diffusers or diffusers-geo scheduler); returns it.
 
         Uses ``set_timesteps(sigmas=...)`` where the scheduler takes custom sigmas, else
         ``set_timesteps(timesteps=...)`` (integer timesteps; the default grid gives exactly those), else
-        runs ``set_timesteps(N)`` and replaces ``timesteps`` and ``sigmas`` (UniPC, DEIS: their steps read
-        both by step index). Schedulers that derive their steps from timestep arithmetic (DDIM, DDPM)
-        cannot take a custom schedule: ``TypeError``.
+        runs ``set_timesteps(N)`` and replaces ``timesteps`` and ``sigmas`` (UniPC, DEIS, and DPM-Solver with
+        flow sigmas: their steps read both by step index). Schedulers that derive their steps from timestep
+        arithmetic (DDIM, DDPM) cannot take a custom schedule: ``TypeError``. On a flow model with dynamic
+        shifting ``mu`` defaults to the search's (:attr:`mu`).
         """
-        kwargs = self.set_timesteps_kwargs(scheduler)
+        kwargs = self.set_timesteps_kwargs(scheduler, mu)
+        extra = {}
+        if self.flow_matching and "mu" in inspect.signature(scheduler.set_timesteps).parameters:
+            extra = {"mu": self.mu if mu is None else mu}
         if kwargs:
-            scheduler.set_timesteps(device=device, **kwargs)
+            scheduler.set_timesteps(device=device, **kwargs, **extra)
             return scheduler
         n = self.num_inference_steps
-        scheduler.set_timesteps(n, device=device)
+        scheduler.set_timesteps(n, device=device, **extra)
         old_sigmas = getattr(scheduler, "sigmas", None)
         if old_sigmas is None or len(old_sigmas) != n + 1 or len(scheduler.timesteps) != n:
             raise TypeError(
@@ -287,9 +316,14 @@ class GITSSchedule:
                 "set_timesteps and no per-step sigma table); use a scheduler such as Euler, DPM-Solver++, "
                 "UniPC or a diffusers-geo scheduler."
             )
-        timesteps = torch.tensor([round(t) for t in self.timesteps], dtype=scheduler.timesteps.dtype)
+        if self.flow_matching:  # flow schedulers keep the shifted noise fractions, ending in 0, by step index
+            table = [self.teacher_sigmas[i] for i in self.grid_indices]
+            timesteps = torch.tensor(self.timesteps, dtype=scheduler.timesteps.dtype)
+        else:
+            table = self.sigmas
+            timesteps = torch.tensor([round(t) for t in self.timesteps], dtype=scheduler.timesteps.dtype)
         scheduler.timesteps = timesteps.to(scheduler.timesteps.device)
-        scheduler.sigmas = torch.tensor(self.sigmas, dtype=old_sigmas.dtype).to(old_sigmas.device)
+        scheduler.sigmas = torch.tensor(table, dtype=old_sigmas.dtype).to(old_sigmas.device)
         return scheduler
 
 
@@ -338,6 +372,7 @@ def gits_schedule(
     generator: torch.Generator | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     progress: bool = True,
+    mu: float | None = None,
     **pipeline_kwargs: Any,
 ) -> GITSSchedule:
     """Search a GITS time schedule with ``num_inference_steps`` steps for ``model``.
@@ -439,13 +474,6 @@ def gits_schedule(
             f"{max_steps} steps or raise teacher_steps."
         )
 
-    given = scheduler_config or getattr(getattr(model, "scheduler", None), "config", None)
-    if serves_flow(given or getattr(model, "config", None) or {}):
-        raise ValueError(
-            "GITS schedules are searched for variance-preserving models (SD 1.x/2.x, SDXL, DDPM) only: a "
-            "flow-matching model (SD3, Flux) starts at sigma = inf, which the teacher grid and the jump costs "
-            "do not cover yet. Use the pipeline's own schedule."
-        )
     state = _distributed_state()
     if state is not None and seed is None:
         raise ValueError(
@@ -454,12 +482,30 @@ def gits_schedule(
             + ("; a generator= cannot be split between processes." if generator is not None else ".")
         )
     runner = _teacher_runner(model, scheduler_config, sample_shape, model_kwargs or {}, pipeline_kwargs)
-    teacher = GeometricHeunScheduler.from_config(
-        training_schedule(runner.config, prediction_type=True), multistep=True
-    )
-    grid_sigmas = _teacher_grid(teacher.parameterization, teacher_steps, grid)
-    teacher.set_timesteps(sigmas=grid_sigmas)
-    grid_sigmas = teacher.sigmas  # float64, ending in 0
+    flow = serves_flow(runner.config)
+    if flow:
+        _check_flow_search(runner, grid, metric, analytic_first_step, mu)
+        teacher = GeometricHeunScheduler.from_config(_flow_schedule(runner.config), multistep=True)
+        # the teacher grid in unshifted noise fractions, evenly spaced in the training timesteps from s = 1
+        # (FlowMatchEuler's own spacing); the scheduler shifts them as it shifts any custom sigmas
+        fractions = torch.linspace(
+            1.0, 1.0 / runner.config.get("num_train_timesteps", 1000), teacher_steps, dtype=torch.float64
+        )
+        runner.schedule = {"sigmas": fractions.tolist()}
+        mu = runner.prepare(teacher, mu)  # sets the teacher's schedule as the model's own call would
+    else:
+        if mu is not None:
+            raise ValueError(
+                f"mu={mu} is the dynamic shift of a flow-matching model's schedule, but this model is a "
+                "variance-preserving one: do not pass mu."
+            )
+        teacher = GeometricHeunScheduler.from_config(
+            training_schedule(runner.config, prediction_type=True), multistep=True
+        )
+        teacher.set_timesteps(sigmas=_teacher_grid(teacher.parameterization, teacher_steps, grid))
+        runner.schedule = {"sigmas": teacher.sigmas.tolist()}
+    grid_sigmas = teacher.sigmas.clone()  # float64, ending in 0 (inf first on a flow model)
+    runner.grid = grid_sigmas
 
     from tqdm.auto import tqdm  # optional dependency, imported when used
 
@@ -504,14 +550,15 @@ def gits_schedule(
         path = path[1:]  # 0 -> path[1] is the free analytic step
     sigmas = grid_sigmas[path]
     timesteps = teacher.parameterization.timestep_of(sigmas[:-1])
-    if grid == "timesteps":
+    if grid == "timesteps" and not flow:
         timesteps = timesteps.round()
     scale = afs_noise_scale(float(grid_sigmas[0]), float(sigmas[0])) if analytic_first_step else 1.0
+    teacher_levels = noise_fraction(grid_sigmas) if flow else grid_sigmas  # JSON has no inf
     return GITSSchedule(
-        sigmas=sigmas.tolist(),
+        sigmas=[fractions[i].item() for i in path[:-1]] if flow else sigmas.tolist(),
         timesteps=timesteps.tolist(),
         grid_indices=path,
-        teacher_sigmas=grid_sigmas.tolist(),
+        teacher_sigmas=teacher_levels.tolist(),
         coeff=float(coeff),
         metric=metric,
         jump=jump,
@@ -521,6 +568,8 @@ def gits_schedule(
         cost=total,
         analytic_first_step=analytic_first_step,
         initial_noise_scale=scale,
+        flow_matching=flow,
+        mu=None if mu is None else float(mu),
         info={"num_processes": 1 if state is None else state.num_processes, "seed": seed},
     )
 
@@ -568,6 +617,12 @@ class _Runner:
     config: Mapping[str, Any]
     shape: tuple[int, ...]
     group: int = 1  # samples per noise group (one per prompt of a pipeline)
+    schedule: dict[str, Any]  # the teacher's set_timesteps arguments
+    grid: torch.Tensor  # the teacher's sigmas every run must use
+
+    def prepare(self, teacher, mu: float | None) -> float | None:
+        """Set the teacher's flow schedule as a run sets it; returns the dynamic shift it used."""
+        raise NotImplementedError
 
     def trajectories(self, teacher, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         record: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -580,6 +635,11 @@ class _Runner:
             final = self.run(teacher, noise)
         finally:
             teacher.on_step = None
+        if not torch.equal(teacher.sigmas, self.grid):
+            raise RuntimeError(
+                "the teacher ran another schedule than the GITS grid (the pipeline changed the sigmas it was "
+                "given, e.g. a different dynamic shift mu between calls)."
+            )
         if len(record) != len(teacher.timesteps):
             raise RuntimeError(f"the teacher made {len(record)} steps, expected {len(teacher.timesteps)}")
         states = torch.stack([y for y, _ in record] + [final.to(record[0][0])])
@@ -596,8 +656,22 @@ class _ModelRunner(_Runner):
         self.dtype = params[0].dtype if params else torch.float32
         self.device = params[0].device if params else torch.device("cpu")
 
+    def prepare(self, teacher, mu: float | None) -> float | None:
+        if not teacher.config.use_dynamic_shifting:
+            mu = None
+        elif mu is None:
+            raise ValueError(
+                "This flow-matching model's config has use_dynamic_shifting=True: its schedule depends on the "
+                "resolution through mu (Flux: calculate_shift of the image sequence length, see "
+                "diffusers_geo.sampling.flux_mu). Pass mu= to gits_schedule, or pass the pipeline, which "
+                "computes its own."
+            )
+        self.schedule = {**self.schedule, "mu": mu}
+        teacher.set_timesteps(**self.schedule)
+        return mu
+
     def run(self, teacher, noise: torch.Tensor) -> torch.Tensor:
-        teacher.set_timesteps(sigmas=teacher.sigmas.clone())
+        teacher.set_timesteps(**self.schedule)
         x = noise.to(self.device, self.dtype)
         with torch.no_grad():
             for t in teacher.timesteps:
@@ -607,9 +681,14 @@ class _ModelRunner(_Runner):
         return x
 
 
+class _StopBeforeModel(Exception):
+    """Raised by :meth:`_PipelineRunner.prepare` at the pipeline's first model call (which is not made)."""
+
+
 class _PipelineRunner(_Runner):
     def __init__(self, pipe, shape, pipeline_kwargs: Mapping[str, Any]):
-        self.pipe, self.config, self.shape = pipe, dict(pipe.scheduler.config), tuple(shape)
+        self.pipe, self.config = pipe, dict(pipe.scheduler.config)
+        self.shape = None if shape is None else tuple(shape)
         self.kwargs = dict(pipeline_kwargs)
         if "num_images_per_prompt" in self.kwargs or "latents" in self.kwargs:
             raise TypeError(
@@ -619,28 +698,127 @@ class _PipelineRunner(_Runner):
         embeds = self.kwargs.get("prompt_embeds")
         self.group = len(prompt) if isinstance(prompt, list) else len(embeds) if embeds is not None else 1
 
+    def prepare(self, teacher, mu: float | None) -> float | None:
+        """Run the pipeline up to its first model call, which is not made: the teacher's schedule is then set
+        exactly as the pipeline sets it (Flux computes ``mu`` from the resolution), and the model input's
+        shape is read (Flux packs its latents)."""
+        if mu is not None:
+            raise ValueError(
+                f"mu={mu}: a pipeline computes its own dynamic shift from the resolution; pass height= and "
+                "width= instead (mu= is for a model run without its pipeline)."
+            )
+        seen: dict[str, Any] = {}
+        set_timesteps = teacher.set_timesteps
+
+        @functools.wraps(set_timesteps)  # keeps the signature that pipelines inspect for `sigmas`
+        def recording(*args, **kwargs):
+            seen["mu"] = kwargs.get("mu")
+            return set_timesteps(*args, **kwargs)
+
+        def stop(module, args, kwargs):
+            sample = kwargs.get("hidden_states", kwargs.get("sample", args[0] if args else None))
+            seen["shape"] = tuple(sample.shape[1:])
+            raise _StopBeforeModel
+
+        handle = _denoiser(self.pipe).register_forward_pre_hook(stop, with_kwargs=True)
+        teacher.set_timesteps = recording
+        try:
+            self._call(teacher, None, 1)
+        except _StopBeforeModel:
+            pass
+        finally:
+            handle.remove()
+            del teacher.set_timesteps
+        if "shape" not in seen:
+            raise RuntimeError(f"{type(self.pipe).__name__} returned without calling its model.")
+        if self.shape is not None and self.shape != seen["shape"]:
+            raise ValueError(
+                f"sample_shape={self.shape} but {type(self.pipe).__name__} feeds its model samples of shape "
+                f"{seen['shape']}: leave sample_shape out for a pipeline (pass height= and width=)."
+            )
+        self.shape = seen["shape"]
+        return seen.get("mu") if teacher.config.use_dynamic_shifting else None
+
     def run(self, teacher, noise: torch.Tensor) -> torch.Tensor:
-        pipe = self.pipe
         # noise comes group by group (sample g * P + p: group g, prompt p); pipelines order their batch
         # prompt by prompt (`num_images_per_prompt` copies of each), so each sample keeps its prompt
         noise = noise.unflatten(0, (-1, self.group)).transpose(0, 1).flatten(0, 1)
+        out = self._call(teacher, noise, len(noise) // self.group)
+        return out.images if hasattr(out, "images") else out[0]
+
+    def _call(self, teacher, noise: torch.Tensor | None, per_prompt: int):
+        pipe = self.pipe
         original, bar_config = pipe.scheduler, dict(getattr(pipe, "_progress_bar_config", {}))
         pipe.scheduler = teacher
         pipe.set_progress_bar_config(disable=True)
         try:
-            unet_dtype = getattr(getattr(pipe, "unet", None), "dtype", noise.dtype)
-            out = pipe(
+            latents = None if noise is None else noise.to(pipe.device, _denoiser(pipe).dtype)
+            return pipe(
                 **self.kwargs,
-                sigmas=teacher.sigmas.tolist(),
-                latents=noise.to(pipe.device, unet_dtype),
-                num_images_per_prompt=len(noise) // self.group,
+                sigmas=self.schedule["sigmas"],
+                latents=latents,
+                num_images_per_prompt=per_prompt,
                 output_type="latent",
             )
         finally:
             pipe.scheduler = original
             pipe._progress_bar_config = bar_config
-        images = out.images if hasattr(out, "images") else out[0]
-        return images
+
+
+def _denoiser(pipe) -> torch.nn.Module:
+    """The network a pipeline calls at every step (``unet``, or ``transformer`` in SD3, Flux, ...)."""
+    net = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if net is None:
+        raise TypeError(f"{type(pipe).__name__} has neither a unet nor a transformer to run.")
+    return net
+
+
+def _flow_schedule(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of a flow-matching model's scheduler config that define its schedule (the shift, dynamic
+    shifting, flow sigmas), with ``prediction_type="flow_prediction"``: the teacher's config."""
+    keys = (
+        "num_train_timesteps",
+        "shift",
+        "use_dynamic_shifting",
+        "base_shift",
+        "max_shift",
+        "base_image_seq_len",
+        "max_image_seq_len",
+        "time_shift_type",
+        "use_flow_sigmas",
+        "flow_shift",
+    )
+    return {**{k: config[k] for k in keys if k in config}, "prediction_type": "flow_prediction"}
+
+
+def _check_flow_search(runner: _Runner, grid: str, metric: str, analytic_first_step: bool, mu) -> None:
+    """What a GITS search on a flow-matching model (which starts at s = 1, sigma = inf) cannot do."""
+    config = runner.config
+    if grid != "timesteps":
+        raise ValueError(
+            f"grid={grid!r} spaces VE sigmas up to a finite sigma_max, but a flow-matching model starts at s = 1 "
+            "(sigma = inf): use grid='timesteps' (the model's own shifted schedule)."
+        )
+    if metric != "l2":
+        raise ValueError(
+            f"metric={metric!r} measures the distance from the chord between the trajectory's ends, which "
+            "starts at infinity on a flow-matching model (sigma = inf at s = 1): use metric='l2'."
+        )
+    if analytic_first_step:
+        raise ValueError(
+            "analytic_first_step=True starts the run lower from rescaled VP noise; a flow-matching pipeline "
+            "starts from N(0, I) at s = 1 exactly and has no such step: leave it False."
+        )
+    moved = [
+        f"{k}={config[k]}"
+        for k in ("shift_terminal", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+        if config.get(k)
+    ]
+    if moved:
+        raise ValueError(
+            f"{', '.join(moved)} reshape a flow schedule as a whole, so a GITS subset of the teacher grid "
+            "would not keep its noise levels: search and sample with a config without them."
+        )
 
 
 def _teacher_runner(model, scheduler_config, sample_shape, model_kwargs, pipeline_kwargs) -> _Runner:
@@ -648,8 +826,8 @@ def _teacher_runner(model, scheduler_config, sample_shape, model_kwargs, pipelin
     if is_pipeline:
         call = inspect.signature(model.__call__).parameters
         if "sigmas" in call and "latents" in call:
-            if sample_shape is None:
-                sample_shape = _latent_shape(model, pipeline_kwargs)
+            if sample_shape is None and not serves_flow(model.scheduler.config):
+                sample_shape = _latent_shape(model, pipeline_kwargs)  # a flow pipeline's: read by `prepare`
             return _PipelineRunner(model, sample_shape, pipeline_kwargs)
         if pipeline_kwargs:
             raise TypeError(

@@ -393,15 +393,10 @@ def test_ode_jump_on_a_flow_schedule():
     assert torch.isfinite(run(scheduler, noise())).all()
 
 
-def test_gits_and_truncated_starts_refuse_flow_models(tmp_path):
-    """Not built for flow models yet: a clear error before any model call, never a silent wrong schedule."""
-    from diffusers_geo import gits_schedule
-    from diffusers_geo.bench import load_config, make_problem
+def test_truncated_starts_refuse_flow_models(tmp_path):
+    """Not built for flow models: a clear error before any model call, never a silent wrong start."""
     from diffusers_geo.cli import main
 
-    config = load_config("sd3")
-    with pytest.raises(ValueError, match="GITS schedules are searched for variance-preserving models"):
-        gits_schedule(make_problem("mixture", config, size=4), 4, scheduler_config=config)
-    for extra in (["--prior", "gaussian"], ["--sigma-start", "5"], ["--schedulers", "er-sde+gits"]):
+    for extra in (["--prior", "gaussian"], ["--sigma-start", "5"]):
         with pytest.raises(SystemExit, match="flow-matching config"):
             main(["bench", "--config", "sd3", *extra, "--out", str(tmp_path)])

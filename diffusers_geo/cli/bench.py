@@ -99,10 +99,10 @@ def run(args: argparse.Namespace) -> int:
     flow = serves_flow(config)
     parts = [p.strip() for p in args.schedulers.split(",")]
     names = resolve_names(",".join("flow-all" if flow and p == "all" else p for p in parts))
-    if flow and (args.prior != "none" or args.sigma_start is not None or any("+gits" in n for n in names)):
+    if flow and (args.prior != "none" or args.sigma_start is not None):
         raise SystemExit(
-            "diffusers-geo bench: --prior, --sigma-start and +gits schedules serve variance-preserving configs "
-            f"only; {args.config!r} is a flow-matching config (its runs start from pure noise at s = 1)."
+            "diffusers-geo bench: --prior and --sigma-start serve variance-preserving configs only; "
+            f"{args.config!r} is a flow-matching config (its runs start from pure noise at s = 1)."
         )
     if "all" in parts and config.get("use_dynamic_shifting"):
         # FlowMatchHeun takes neither sigmas nor mu: FluxPipeline cannot run it (asked for by name, it errs)

@@ -439,6 +439,16 @@ def gits_schedule(
             together with ``seed``). With neither, the global torch RNG is used.
         model_kwargs: extra keyword arguments for a UNet-like ``model`` (e.g. ``encoder_hidden_states``).
         progress: show a progress bar over the warm-up samples.
+        mu: a flow-matching model with dynamic shifting (Flux) run without its pipeline: the shift of the
+            resolution (``diffusers_geo.sampling.flux_mu``); a pipeline computes its own (pass ``height`` /
+            ``width``), so it is refused there, and on variance-preserving models.
+
+    On a flow-matching model (SD3, Flux) the teacher grid is the model's own schedule (unshifted fractions
+    evenly spaced in the training timesteps from ``s = 1``, shifted as the scheduler shifts custom sigmas), the
+    jumps from ``s = 1`` (``sigma = inf``) take their exact limit, and the result stores the unshifted fractions
+    a flow pipeline takes as ``sigmas=`` (:class:`GITSSchedule`, ``flow_matching``). ``grid="karras"``,
+    ``metric="dev"``, ``analytic_first_step`` and configs with ``shift_terminal`` or respaced flow sigmas are
+    refused there (``docs/flow_matching.md``).
         **pipeline_kwargs: passed to every pipeline call (``prompt``, ``negative_prompt``,
             ``guidance_scale``, ``height``, ``width``, ...).
 

@@ -87,3 +87,65 @@ def test_latent_sdxl_base_to_refiner_handoff(saved_pipelines, tmp_path):
 def test_latent_offline_default_without_guidance(tmp_path):
     args = ["txt2img", "--guidance", "1.0", "--steps", "3", "--out", str(tmp_path / "x.png")]
     assert load("latent_diffusion").main(args)["steps"] == {"txt2img": 3}
+
+
+FAKE_COMFY_SAMPLING = """
+import torch
+import comfy.model_sampling
+
+
+def _euler(model, x, sigmas):
+    assert isinstance(model.inner_model.model_patcher.get_model_object("model_sampling"), comfy.model_sampling.CONST)
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * x.new_ones([x.shape[0]]))
+        x = denoised + (x - denoised) * (sigmas[i + 1] / sigmas[i])  # flow Euler: x + d (s_next - s)
+    return x
+
+
+def sample_er_sde(model, x, sigmas, disable=None, noise_sampler=None):
+    assert noise_sampler(sigmas[0], sigmas[1]).shape == x.shape
+    return _euler(model, x, sigmas)
+
+
+def sample_gradient_estimation(model, x, sigmas, disable=None):
+    return _euler(model, x, sigmas)
+"""
+FAKE_COMFY_MODEL_SAMPLING = """
+import torch
+
+
+class CONST:
+    pass
+
+
+class ModelSamplingDiscreteFlow(torch.nn.Module):
+    def set_parameters(self, shift=1.0):
+        self.shift = shift
+"""
+
+
+def test_comfyui_parity_script_runs_against_a_comfy_package(tmp_path):
+    """ComfyUI is not installable here: a stand-in ``comfy`` package (flow Euler in place of ComfyUI's
+    samplers) checks that the script's plumbing runs; the parity numbers are in docs/flow_matching.md."""
+    import subprocess
+    import sys
+
+    package = tmp_path / "comfy"
+    (package / "k_diffusion").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "k_diffusion" / "__init__.py").write_text("")
+    (package / "k_diffusion" / "sampling.py").write_text(FAKE_COMFY_SAMPLING)
+    (package / "model_sampling.py").write_text(FAKE_COMFY_MODEL_SAMPLING)
+    script = EXAMPLES.parent / "scripts" / "comfyui_parity.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--comfyui", str(tmp_path), "--steps", "4", "--samples", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith("| er_sde") or line.startswith("| gradient")
+    ]
+    assert len(rows) == 4, result.stdout

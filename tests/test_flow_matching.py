@@ -391,12 +391,3 @@ def test_ode_jump_on_a_flow_schedule():
     scheduler.set_timesteps(8)
     assert scheduler.ode_jump.nfe == 4 and len(scheduler.timesteps) == 4
     assert torch.isfinite(run(scheduler, noise())).all()
-
-
-def test_truncated_starts_refuse_flow_models(tmp_path):
-    """Not built for flow models: a clear error before any model call, never a silent wrong start."""
-    from diffusers_geo.cli import main
-
-    for extra in (["--prior", "gaussian"], ["--sigma-start", "5"]):
-        with pytest.raises(SystemExit, match="flow-matching config"):
-            main(["bench", "--config", "sd3", *extra, "--out", str(tmp_path)])

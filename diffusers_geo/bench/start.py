@@ -19,6 +19,7 @@ import torch
 
 from ..models import OptimalDenoiser
 from ..priors import TruncatedPrior, truncated_schedule
+from ..sampling import flux_mu
 from ..solvers.reference import solve_probability_flow_ode
 from .quality import DistributionScorer, Run, Summary, common_noise, summarize
 
@@ -40,6 +41,7 @@ class BenchStart:
     prior: TruncatedPrior | None = None
     sigma_start: float | None = None
     kind: str = "noise"
+    mu: float | None = None  #: a flow config's dynamic shift (Flux), the one every run of the benchmark uses
 
     @property
     def label(self) -> str:
@@ -61,8 +63,8 @@ class BenchStart:
             raise ValueError("--prior/--sigma-start cannot be combined with a +gits schedule.")
         kwargs = {"num_inference_steps": steps}
         if self.sigma_start is not None:
-            schedule = truncated_schedule(scheduler, steps, self.sigma_start)
-            scheduler, kwargs = schedule.scheduler, schedule.pipeline_kwargs
+            schedule = truncated_schedule(scheduler, steps, self.sigma_start, self.mu)
+            scheduler, kwargs = schedule.scheduler, schedule.set_timesteps_kwargs
         scheduler.set_timesteps(**kwargs)
         if self.prior is None:
             return scheduler, noise
@@ -82,8 +84,10 @@ class BenchStart:
         name = f"exact PF-ODE from {self.kind} at sigma={sigma:.3g}"
         scorer, runs = DistributionScorer(model), []
         for seed in seeds:
-            if self.prior is None:
-                y = common_noise(model, seed, num_samples) * math.sqrt(1 + sigma**2)
+            if self.prior is None:  # the N(0, I) latents at sigma_T: y = x / alpha
+                noise = common_noise(model, seed, num_samples)
+                flow = model.config.prediction_type == "flow_prediction"
+                y = noise * (1 + sigma) if flow else noise * math.sqrt(1 + sigma**2)
             else:
                 generator = torch.Generator().manual_seed(40_000 + seed)
                 y = self.prior.sample(num_samples, sigma, generator).to(model.means.dtype)
@@ -93,19 +97,29 @@ class BenchStart:
 
 
 def make_start(
-    model: OptimalDenoiser, prior: str = "none", sigma_start: float | None = None, seed: int = FIT_SEED
+    model: OptimalDenoiser,
+    prior: str = "none",
+    sigma_start: float | None = None,
+    seed: int = FIT_SEED,
+    config: dict | None = None,
 ) -> BenchStart:
-    """Fit the ``--prior`` kind (``"none"``, ``"gaussian"``, ``"gmm"``) to ``FIT_SAMPLES`` exact data samples."""
+    """Fit the ``--prior`` kind (``"none"``, ``"gaussian"``, ``"gmm"``) to ``FIT_SAMPLES`` exact data samples.
+    ``config`` (the benchmark's scheduler config) gives a Flux config's dynamic shift."""
     if prior != "none" and prior not in PRIOR_KINDS:
         raise ValueError(f"--prior must be 'none' or one of {sorted(PRIOR_KINDS)}, got {prior!r}.")
     sigma_max = model.parameterization.sigma_max
-    if sigma_start is not None and not 0 < sigma_start <= sigma_max:
+    if sigma_start is not None and not (0 < sigma_start <= sigma_max and math.isfinite(sigma_start)):
         raise ValueError(f"--sigma-start must be in (0, sigma_max={sigma_max:.4g}], got {sigma_start}.")
+    if prior != "none" and sigma_start is None and math.isinf(sigma_max):
+        raise ValueError(
+            "A prior on a flow-matching model needs a finite --sigma-start (its start s = 1 is exact)."
+        )
+    mu = flux_mu(config) if config is not None and config.get("use_dynamic_shifting") else None
     if prior == "none":
-        return BenchStart(None, sigma_start, "noise")
+        return BenchStart(None, sigma_start, "noise", mu)
     generator = torch.Generator().manual_seed(seed)
     data, _ = model.sample_data(FIT_SAMPLES, generator)
     settings = dict(PRIOR_KINDS[prior])
     settings["rank"] = min(settings["rank"], model.dim // 2)  # tiny test sizes (--size 4: d = 16)
     fitted = TruncatedPrior.fit(data, **settings, sigma=sigma_start, generator=generator)
-    return BenchStart(fitted, sigma_start, prior)
+    return BenchStart(fitted, sigma_start, prior, mu)

@@ -16,8 +16,10 @@ from ..bench.overhead import overhead_table
 from ..bench.quality import floors, to_json
 from ..bench.report import markdown_table, plot
 from ..bench.start import make_start
-from ..registry import all_names, serves_flow
+from ..priors import truncated_schedule
+from ..registry import all_names, make_scheduler, serves_flow
 from ..registry import resolve_names as resolve
+from ..sampling import flux_mu
 from ._common import int_list
 from ._common import settings as command_settings
 
@@ -99,14 +101,17 @@ def run(args: argparse.Namespace) -> int:
     flow = serves_flow(config)
     parts = [p.strip() for p in args.schedulers.split(",")]
     names = resolve_names(",".join("flow-all" if flow and p == "all" else p for p in parts))
-    if flow and (args.prior != "none" or args.sigma_start is not None):
+    if flow and args.prior != "none" and args.sigma_start is None:
         raise SystemExit(
-            "diffusers-geo bench: --prior and --sigma-start serve variance-preserving configs only; "
-            f"{args.config!r} is a flow-matching config (its runs start from pure noise at s = 1)."
+            f"diffusers-geo bench: --prior {args.prior} on the flow-matching config {args.config!r} needs "
+            "--sigma-start: its runs start from pure noise at s = 1, where the prior is exact; a fitted prior "
+            "starts a truncated schedule at a finite sigma_T."
         )
     if "all" in parts and config.get("use_dynamic_shifting"):
         # FlowMatchHeun takes neither sigmas nor mu: FluxPipeline cannot run it (asked for by name, it errs)
         names = [n for n in names if n != "flow-heun"]
+    if args.sigma_start is not None:
+        names = _truncatable(names, parts, config, args.sigma_start)
     args.out.mkdir(parents=True, exist_ok=True)
     settings = command_settings(args)
     settings["schedulers"] = names
@@ -135,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         model = make_problem(problem, config, size=args.size)
         try:
-            start = make_start(model, args.prior, args.sigma_start)
+            start = make_start(model, args.prior, args.sigma_start, config=config)
         except ValueError as err:
             raise SystemExit(f"diffusers-geo bench: {err}") from err
         runs, summaries = run_quality(
@@ -157,3 +162,26 @@ def run(args: argparse.Namespace) -> int:
         plot(summaries, out / "quality_vs_nfe.png", title)
         print(f"\nwrote {out / 'results.json'} and {out / 'quality_vs_nfe.png'}")
     return 0
+
+
+def _truncatable(names: list[str], parts: list[str], config: dict, sigma_start: float) -> list[str]:
+    """The samplers whose schedule can start at ``sigma_start`` (checked before any sampling): one asked for by
+    name that cannot is an error; one that came with a group ("all", "builtins") is left out with a note."""
+    mu = flux_mu(config) if config.get("use_dynamic_shifting") else None
+    kept, dropped = [], []
+    for name in names:
+        try:
+            truncated_schedule(make_scheduler(name, config), 5, sigma_start, mu)
+        except ValueError as err:
+            if name in parts:
+                raise SystemExit(
+                    f"diffusers-geo bench: --sigma-start {sigma_start:g} with {name}: {err}"
+                ) from err
+            dropped.append(name)
+        else:
+            kept.append(name)
+    if dropped:
+        print(
+            f"note: --sigma-start leaves out {', '.join(dropped)} (their schedules cannot start at sigma_T)"
+        )
+    return kept

@@ -187,9 +187,11 @@ class TruncatedPrior(PipelineLatents, ModelMixin, ConfigMixin):
     # --------------------------------------------------------------------------------------------
     # pipelines
     # --------------------------------------------------------------------------------------------
-    def truncated_schedule(self, scheduler, num_inference_steps: int) -> TruncatedSchedule:
-        """:func:`truncated_schedule` at this prior's ``sigma_T``."""
-        return truncated_schedule(scheduler, num_inference_steps, self._sigma(None))
+    def truncated_schedule(
+        self, scheduler, num_inference_steps: int, mu: float | None = None
+    ) -> TruncatedSchedule:
+        """:func:`truncated_schedule` at this prior's ``sigma_T`` (``mu``: a flow model's dynamic shift)."""
+        return truncated_schedule(scheduler, num_inference_steps, self._sigma(None), mu)
 
     @property
     def _start_sigma(self) -> float | None:

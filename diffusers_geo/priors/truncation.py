@@ -4,6 +4,11 @@ schedule moved to start at ``sigma_T``, and the initial latents a pipeline takes
 Sigma is the VE noise level of the package (``y = x / alpha = x0 + sigma * n``, ``sigma = sqrt((1 - abar) /
 abar)``; about 14.6 at Stable Diffusion's last timestep). The standard start is ``x ~ N(0, I)``, i.e. ``y ~
 N(0, (1 + sigma^2) I)``. Works on diffusers-geo schedulers and on diffusers' built-ins alike.
+
+Flow-matching models (SD3, Flux): ``x_s = (1 - s) x0 + s eps``, so ``sigma = s / (1 - s)`` and ``alpha = 1 - s``;
+their runs start at pure noise (``s = 1``, ``sigma = inf``), where the prior is exact. A truncated start moves
+the first level to a finite ``sigma_T`` (``s_T < 1``): the run skips the levels above it and starts from a
+prior's draws there, ``latents = (1 - s_T) y`` (flow pipelines feed their latents to the model unscaled).
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import numpy as np
 import torch
 
 from ..parameterization import DiscreteVP
+from ..registry import serves_flow
 from ..schedulers import SigmaDDIMScheduler
 from ..schedulers.base import GeoScheduler
 from ..schedules import SIGMA_SPACINGS, respace_sigmas, training_sigmas
+from ..schedules.flow import noise_fraction
 
 START_RTOL = 0.02  # a schedule "starts at" a prior's sigma if within 2% (integer timesteps round sigma)
 
@@ -51,10 +58,15 @@ def schedule_start(scheduler, **set_timesteps_kwargs: Any) -> ScheduleStart:
             "Say how the pipeline will set the schedule: pass num_inference_steps=..., sigmas=... or "
             "timesteps=... (the arguments the pipeline receives), or a TruncatedSchedule."
         )
+    if serves_flow(scheduler.config):
+        probe = copy.deepcopy(scheduler)
+        probe.set_timesteps(**set_timesteps_kwargs)
+        sigma = _flow_levels(probe)[0]
+        return ScheduleStart(sigma, 1 / (1 + sigma))  # latents = alpha * y, alpha = 1 - s = 1 / (1 + sigma)
     if not hasattr(scheduler, "alphas_cumprod"):
         raise TypeError(
-            f"{type(scheduler).__name__} is not a discrete VP (DDPM-family) scheduler; priors need one "
-            "(Stable Diffusion 1.x/2.x/XL, DDPM/DDIM pixel models)."
+            f"{type(scheduler).__name__} is neither a discrete VP (DDPM-family) nor a flow-matching scheduler; "
+            "priors need one (Stable Diffusion 1.x/2.x/XL, DDPM/DDIM pixel models, SD3, Flux)."
         )
     probe = copy.deepcopy(scheduler)
     probe.set_timesteps(**set_timesteps_kwargs)
@@ -80,22 +92,34 @@ class TruncatedSchedule:
         sigmas: the noise levels the run steps through, float64 (terminal value last when the scheduler
             stores one).
         pipeline_kwargs: what to pass to the pipeline (and ``set_timesteps``): ``{"sigmas": [...]}``,
-            ``{"timesteps": [...]}`` or ``{"num_inference_steps": N}``.
+            ``{"timesteps": [...]}`` or ``{"num_inference_steps": N}``. On a flow model: ``{"sigmas": [...]}``,
+            the N unshifted noise fractions flow pipelines take (the scheduler shifts them to start at
+            ``s_T``).
         num_inference_steps: the number of steps asked for.
+        mu: a flow model's dynamic shift the schedule is built for (``None`` without dynamic shifting).
     """
 
     scheduler: Any
     sigmas: torch.Tensor
     pipeline_kwargs: dict[str, Any]
     num_inference_steps: int
+    mu: float | None = None
 
     @property
     def sigma_start(self) -> float:
         """The first noise level (with integer ``timesteps`` it is the requested one rounded)."""
         return float(self.sigmas[0])
 
+    @property
+    def set_timesteps_kwargs(self) -> dict[str, Any]:
+        """``pipeline_kwargs`` plus, on a flow model with dynamic shifting, the ``mu`` the schedule was built for
+        (a Flux pipeline computes that ``mu`` itself from the resolution, so it is not a pipeline argument)."""
+        return {**self.pipeline_kwargs, **({"mu": self.mu} if self.mu is not None else {})}
 
-def truncated_schedule(scheduler, num_inference_steps: int, sigma_start: float) -> TruncatedSchedule:
+
+def truncated_schedule(
+    scheduler, num_inference_steps: int, sigma_start: float, mu: float | None = None
+) -> TruncatedSchedule:
     """The scheduler's own ``num_inference_steps``-step schedule, moved to start at ``sigma_start``.
 
     * Karras / exponential / beta spacing: the same spacing between the schedule's smallest sigma and
@@ -108,12 +132,22 @@ def truncated_schedule(scheduler, num_inference_steps: int, sigma_start: float) 
     to integers, so ``sigma_start`` moves to the nearest timestep), and with any built-in using Karras,
     exponential or beta sigmas. Raises a ``ValueError`` for the rest (DDIM, PNDM, UniPC, DEIS with
     timestep spacing take neither argument in diffusers 0.42).
+
+    Flow-matching models (SD3, Flux; ours and ``FlowMatchEulerDiscreteScheduler``, UniPC with flow sigmas): the
+    pipeline's N unshifted noise fractions scaled by ``u_T / u_0``, the same spacing on the shorter time
+    ``[0, u_T]``, where ``u_T`` is the unshifted fraction that the config's shift maps to ``s_T = sigma_start /
+    (1 + sigma_start)``. ``mu`` is the dynamic shift (Flux: ``calculate_shift`` of the resolution, as the
+    pipeline computes it), required with ``use_dynamic_shifting=True``.
     """
     if not isinstance(num_inference_steps, (int, np.integer)) or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}.")
     sigma_start = float(sigma_start)
     if not (sigma_start > 0 and math.isfinite(sigma_start)):
         raise ValueError(f"sigma_start (sigma_T) must be a positive finite number, got {sigma_start}.")
+    if serves_flow(scheduler.config):
+        return _flow_truncated_schedule(scheduler, int(num_inference_steps), sigma_start, mu)
+    if mu is not None:
+        raise ValueError(f"mu={mu} is a flow-matching schedule's dynamic shift; this scheduler is a VP one.")
     if not hasattr(scheduler, "alphas_cumprod"):
         raise TypeError(f"{type(scheduler).__name__} is not a discrete VP scheduler; cannot truncate it.")
     vp = DiscreteVP(training_sigmas(torch.as_tensor(scheduler.alphas_cumprod)))
@@ -177,7 +211,9 @@ def truncated_schedule(scheduler, num_inference_steps: int, sigma_start: float) 
 
 def truncated_sigmas(scheduler_or_config, num_inference_steps: int, sigma_start: float) -> torch.Tensor:
     """The N + 1 sigmas (terminal included) of :func:`truncated_schedule` for a scheduler, or for a config
-    (``pipe.scheduler.config``) read as a diffusers-geo scheduler: pass them as ``sigmas=``."""
+    (``pipe.scheduler.config``) read as a diffusers-geo scheduler: pass them as ``sigmas=``. On a flow model
+    (no dynamic shifting; else use :func:`truncated_schedule` with ``mu``) the N unshifted noise fractions a
+    flow pipeline takes as ``sigmas=``."""
     scheduler = scheduler_or_config
     if not hasattr(scheduler, "set_timesteps"):
         scheduler = SigmaDDIMScheduler.from_config(dict(scheduler_or_config))
@@ -187,6 +223,77 @@ def truncated_sigmas(scheduler_or_config, num_inference_steps: int, sigma_start:
             f"{type(scheduler).__name__} does not take `sigmas=`; use truncated_schedule(...).pipeline_kwargs."
         )
     return torch.tensor(schedule.pipeline_kwargs["sigmas"], dtype=torch.float64)
+
+
+def _flow_truncated_schedule(scheduler, n: int, sigma_start: float, mu: float | None) -> TruncatedSchedule:
+    cfg = scheduler.config
+    reshaped = [
+        f"{k}={cfg[k]}"
+        for k in ("shift_terminal", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+        if cfg.get(k)
+    ]
+    if reshaped:
+        raise ValueError(
+            f"{', '.join(reshaped)} reshape a flow schedule as a whole, so it cannot be moved to start at "
+            "sigma_T: truncate a config without them."
+        )
+    dynamic = bool(cfg.get("use_dynamic_shifting"))
+    if dynamic and mu is None:
+        raise ValueError(
+            "This flow-matching config has use_dynamic_shifting=True: pass mu= (Flux: calculate_shift of the "
+            "image sequence length, diffusers_geo.sampling.flux_mu), the shift the pipeline will use."
+        )
+    if not dynamic:
+        mu = None
+    elif not math.isfinite(float(mu)):
+        raise ValueError(f"mu must be a finite number, got {mu!r}.")
+    if "sigmas" not in inspect.signature(scheduler.set_timesteps).parameters:
+        raise ValueError(
+            f"{type(scheduler).__name__} takes no `sigmas=`, so its flow schedule cannot start at sigma_T: use a "
+            "diffusers_geo scheduler, FlowMatchEulerDiscreteScheduler or UniPC with flow sigmas."
+        )
+    if cfg.get("use_flow_sigmas"):
+        shift = math.exp(mu) if mu is not None else cfg.get("flow_shift", 1.0)
+    elif mu is not None:
+        shift = math.exp(mu) if cfg.get("time_shift_type", "exponential") == "exponential" else float(mu)
+    else:
+        shift = cfg.get("shift", 1.0)
+    extra = {} if mu is None else {"mu": float(mu)}
+
+    def unshift(s: torch.Tensor) -> torch.Tensor:  # the inverse of s -> shift u / (1 + (shift - 1) u)
+        return s / (shift - (shift - 1) * s)
+
+    full = copy.deepcopy(scheduler)
+    if dynamic and not cfg.get("use_flow_sigmas"):
+        full.set_timesteps(sigmas=np.linspace(1.0, 1 / n, n), **extra)  # FluxPipeline's own call
+    else:
+        full.set_timesteps(n, **extra)
+    # the shifted fractions of the full run, ending in 0 (two-call Heun repeats its levels)
+    levels = noise_fraction(torch.unique_consecutive(_flow_levels(full)))
+    s_start = sigma_start / (1 + sigma_start)
+    unshifted = unshift(levels[:n])
+    fractions = unshifted * (unshift(torch.tensor(s_start, dtype=torch.float64)) / unshifted[0])
+    kwargs = {"sigmas": fractions.numpy()}  # an array, as FluxPipeline passes it (UniPC fails on a list)
+    probe = copy.deepcopy(scheduler)
+    probe.set_timesteps(**kwargs, **extra)
+    sigmas = _flow_levels(probe)
+    if abs(float(sigmas[0]) / sigma_start - 1) > START_RTOL:
+        raise ValueError(
+            f"{type(scheduler).__name__} did not start the moved schedule at sigma_T={sigma_start:.4g} (it starts "
+            f"at {float(sigmas[0]):.4g}): its shift is not the one read from its config."
+        )
+    return TruncatedSchedule(scheduler, sigmas, kwargs, n, mu)
+
+
+def _flow_levels(scheduler) -> torch.Tensor:
+    """A flow scheduler's noise levels as VE sigmas (float64, ``inf`` at ``s = 1``): ours store them so,
+    diffusers' store the noise fractions ``s``."""
+    levels = scheduler.sigmas.detach().cpu().to(torch.float64)
+    if isinstance(scheduler, GeoScheduler):
+        return levels
+    return torch.where(
+        levels >= 1, torch.full_like(levels, math.inf), levels / (1 - levels).clamp_min(1e-300)
+    )
 
 
 def _schedule_sigmas(scheduler, vp: DiscreteVP) -> torch.Tensor:
@@ -238,7 +345,7 @@ class PipelineLatents:
         if isinstance(scheduler, TruncatedSchedule):
             if set_timesteps_kwargs:
                 raise ValueError("Pass either a TruncatedSchedule or set_timesteps arguments, not both.")
-            scheduler, set_timesteps_kwargs = scheduler.scheduler, scheduler.pipeline_kwargs
+            scheduler, set_timesteps_kwargs = scheduler.scheduler, scheduler.set_timesteps_kwargs
         if generator is not None and generator.device.type != "cpu":
             raise ValueError(
                 "Pass a CPU torch.Generator: priors draw on the CPU in float64 (same latents on any device)."
@@ -264,6 +371,11 @@ class PipelineLatents:
                 f"The schedule starts at sigma={start.sigma:.4g} but the prior is for sigma_T={expected:.4g}. "
                 "Build the schedule with prior.truncated_schedule(scheduler, num_inference_steps) and pass "
                 "it here, or use prior.with_sigma(None) to start wherever the schedule starts."
+            )
+        if math.isinf(start.sigma):
+            raise ValueError(
+                "The schedule starts at pure noise (s = 1, a flow-matching model's exact prior): a prior's start "
+                "needs a truncated schedule (prior.truncated_schedule(scheduler, num_inference_steps, mu=...))."
             )
         y = self._draw(shape, start.sigma, generator)
         return (y * start.latent_scale).to(device=device, dtype=dtype)

@@ -63,6 +63,7 @@ from transformers import (
 )
 
 from .registry import SchedulerSpec, make_scheduler
+from .schedules.flow import FLUX_SCHEDULER_CONFIG, SD3_SCHEDULER_CONFIG
 
 __all__ = [
     "tiny_clip_tokenizer",
@@ -354,19 +355,6 @@ def _flow_vae(seed: int, latent_channels: int, **extra: Any) -> AutoencoderKL:
         ),
     )
 
-
-#: SD3's scheduler config (``FlowMatchEulerDiscreteScheduler`` with ``shift=3.0``, as stabilityai ships it)
-SD3_SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "shift": 3.0}
-#: Flux.1-dev's (resolution-dependent dynamic shift; the pipeline passes ``mu``)
-FLUX_SCHEDULER_CONFIG = {
-    "num_train_timesteps": 1000,
-    "shift": 3.0,
-    "use_dynamic_shifting": True,
-    "base_shift": 0.5,
-    "max_shift": 1.15,
-    "base_image_seq_len": 256,
-    "max_image_seq_len": 4096,
-}
 
 _SD3_PIPELINES = {
     "txt2img": StableDiffusion3Pipeline,

@@ -25,6 +25,7 @@ from ..data import digits_images, digits_labels
 from ..models import OptimalDenoiser
 from ..registry import serves_flow
 from ..schedules import training_schedule
+from ..schedules.flow import FLUX_SCHEDULER_CONFIG, SD3_SCHEDULER_CONFIG
 
 # Stable Diffusion 1.x scheduler config (PNDMScheduler in the checkpoints) and the DDPM pixel config.
 SD_CONFIG: dict[str, Any] = {
@@ -52,21 +53,8 @@ DDPM_CONFIG: dict[str, Any] = {
 
 # Flow matching: Stable Diffusion 3's scheduler config (shift 3) and Flux.1-dev's (dynamic shift; the benchmark
 # runs it at a 1024 x 1024 image's shift, mu = max_shift: diffusers_geo.sampling.FLUX_IMAGE_SEQ_LEN)
-SD3_CONFIG: dict[str, Any] = {
-    "_class_name": "FlowMatchEulerDiscreteScheduler",
-    "num_train_timesteps": 1000,
-    "shift": 3.0,
-}
-FLUX_CONFIG: dict[str, Any] = {
-    "_class_name": "FlowMatchEulerDiscreteScheduler",
-    "num_train_timesteps": 1000,
-    "shift": 3.0,
-    "use_dynamic_shifting": True,
-    "base_shift": 0.5,
-    "max_shift": 1.15,
-    "base_image_seq_len": 256,
-    "max_image_seq_len": 4096,
-}
+SD3_CONFIG: dict[str, Any] = {"_class_name": "FlowMatchEulerDiscreteScheduler", **SD3_SCHEDULER_CONFIG}
+FLUX_CONFIG: dict[str, Any] = {"_class_name": "FlowMatchEulerDiscreteScheduler", **FLUX_SCHEDULER_CONFIG}
 CONFIGS = {"sd": SD_CONFIG, "ddpm": DDPM_CONFIG, "sd3": SD3_CONFIG, "flux": FLUX_CONFIG}
 
 

@@ -22,6 +22,20 @@ import torch
 
 TIME_SHIFT_TYPES = ("exponential", "linear")
 
+#: Stable Diffusion 3's scheduler config (``FlowMatchEulerDiscreteScheduler`` with ``shift=3.0``, as stabilityai
+#: ships it), and Flux.1-dev's (a resolution-dependent dynamic shift: the pipeline passes ``mu``); the benchmark's
+#: ``sd3`` / ``flux`` configs and the tiny test pipelines use them
+SD3_SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "shift": 3.0}
+FLUX_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+
 
 def flow_sigma(s: torch.Tensor) -> torch.Tensor:
     """``sigma = s / (1 - s)`` (float64), with ``s = 1`` mapped to ``inf`` exactly."""

@@ -43,7 +43,7 @@ from .parameterization import DiscreteVP
 from .registry import serves_flow
 from .schedulers.scheduling_geometric_heun import GeometricHeunScheduler
 from .schedules import karras_sigmas, training_schedule
-from .schedules.flow import noise_fraction
+from .schedules.flow import noise_fraction, whole_schedule_options
 from .solvers.gits import COST_METRICS, JUMPS, afs_noise_scale, gits_dynamic_program, jump_costs
 
 GRIDS = ("timesteps", "karras")
@@ -819,11 +819,7 @@ def _check_flow_search(runner: _Runner, grid: str, metric: str, analytic_first_s
             "analytic_first_step=True starts the run lower from rescaled VP noise; a flow-matching pipeline "
             "starts from N(0, I) at s = 1 exactly and has no such step: leave it False."
         )
-    moved = [
-        f"{k}={config[k]}"
-        for k in ("shift_terminal", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
-        if config.get(k)
-    ]
+    moved = whole_schedule_options(config)
     if moved:
         raise ValueError(
             f"{', '.join(moved)} reshape a flow schedule as a whole, so a GITS subset of the teacher grid "

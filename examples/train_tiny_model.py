@@ -28,6 +28,13 @@ At the end the script scores ``--eval-samples`` 50-step DDPM samples of the trai
 architecture with its random initial weights (:func:`diffusers_geo.models.default_model.score_digits`) and writes
 the numbers into the folder's README.md. ``--preview grid.png`` also writes the trained samples as a PNG;
 ``--steps 2 --eval-samples 0 --out /tmp/x`` is a smoke test.
+
+``--channels`` and ``--layers-per-block`` widen and deepen the network (one ``DownBlock2D`` / ``UpBlock2D`` per
+channel count). The larger second model of ``docs/eval.md`` (about 1.5 M parameters, three levels) was made
+with::
+
+    python examples/train_tiny_model.py --channels 32,64,64 --layers-per-block 2 --steps 2400 --threads 1 \
+        --out tiny-digits-large
 """
 
 from __future__ import annotations
@@ -112,11 +119,23 @@ def save(unet: UNet2DModel, folder: Path, flow: bool = False) -> None:
     DDPMPipeline(unet=unet, scheduler=make_scheduler(flow)).save_pretrained(folder, safe_serialization=True)
 
 
+def unet_config(args: argparse.Namespace) -> dict:
+    """The packaged architecture at ``--size``, widened / deepened by ``--channels`` / ``--layers-per-block``."""
+    config = dict(UNET_CONFIG, sample_size=args.size)
+    if args.channels is not None:
+        config["block_out_channels"] = tuple(args.channels)
+        config["down_block_types"] = ("DownBlock2D",) * len(args.channels)
+        config["up_block_types"] = ("UpBlock2D",) * len(args.channels)
+    if args.layers_per_block is not None:
+        config["layers_per_block"] = args.layers_per_block
+    return config
+
+
 def train(args: argparse.Namespace) -> UNet2DModel:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     data = digits_images(args.size)
-    config = dict(UNET_CONFIG, sample_size=args.size)
+    config = unet_config(args)
     unet = UNet2DModel(**config)
     ema = UNet2DModel(**config)
     ema.load_state_dict(unet.state_dict())
@@ -257,11 +276,33 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument(
         "--flow", action="store_true", help="a flow-matching (velocity) model instead of DDPM's ε-model"
     )
+    parser.add_argument(
+        "--channels",
+        type=lambda text: [int(c) for c in text.split(",")],
+        default=None,
+        help="channels per UNet level, e.g. 32,64,64 (default: the packaged 16,32)",
+    )
+    parser.add_argument(
+        "--layers-per-block", type=int, default=None, help="ResNet layers per level (default 1)"
+    )
     args = parser.parse_args(argv)
     if args.flow and args.out == default_model_path():
         parser.error("--flow needs --out: the packaged model is the DDPM one")
     if args.steps < 1 or args.batch_size < 1 or args.threads < 1:
         parser.error("--steps, --batch-size and --threads must be positive")
+    custom = args.channels is not None or args.layers_per_block is not None
+    if custom and args.out == default_model_path():
+        parser.error("--channels / --layers-per-block need --out: the packaged model keeps its architecture")
+    if args.channels is not None and (
+        not args.channels or min(args.channels) < 8 or any(c % 8 for c in args.channels)
+    ):
+        parser.error(f"--channels must be multiples of 8 (GroupNorm of 8 groups), got {args.channels}")
+    if args.channels is not None and args.size % 2 ** (len(args.channels) - 1):
+        parser.error(
+            f"--size {args.size} must be divisible by 2^(levels - 1) for {len(args.channels)} levels"
+        )
+    if args.layers_per_block is not None and args.layers_per_block < 1:
+        parser.error("--layers-per-block must be >= 1")
     if args.eval_samples < 0 or (args.preview is not None and args.eval_samples < 1):
         parser.error("--eval-samples must be >= 0 (and >= 1 with --preview)")
 
@@ -283,13 +324,17 @@ def main(argv: list[str] | None = None) -> Path:
         "final_loss": round(args.final_loss, 4),
         "torch": torch.__version__,
     }
+    if custom:  # the architecture, where it is not the packaged one
+        config = unet_config(args)
+        summary["block_out_channels"] = list(config["block_out_channels"])
+        summary["layers_per_block"] = config["layers_per_block"]
     if args.eval_samples:
         samples = sample_ddpm(unet, args.eval_samples, flow=args.flow)
         if args.preview is not None:
             save_preview(samples, args.preview)
             print(f"preview: {args.preview}")
         torch.manual_seed(args.seed)  # the initial weights of the run
-        untrained = UNet2DModel(**dict(UNET_CONFIG, sample_size=args.size)).eval()
+        untrained = UNet2DModel(**unet_config(args)).eval()
         summary["eval"] = {
             "samples": args.eval_samples,
             "steps": 50,

@@ -194,3 +194,25 @@ def test_training_script_flow_matching(tmp_path):
     assert len(images) == 2
     with pytest.raises(SystemExit):
         train.main(["--flow", "--steps", "1"])
+
+
+def test_training_script_larger_architecture(tmp_path):
+    """``--channels`` / ``--layers-per-block``: a wider, deeper network (the larger second model of
+    docs/eval.md), which needs its own --out; bad values are refused before training."""
+    train = _load_training_script()
+    folder = train.main(
+        ["--channels", "32,64,64", "--layers-per-block", "2", "--steps", "1", "--batch-size", "2"]
+        + ["--eval-samples", "0", "--out", str(tmp_path / "large")]
+    )
+    unet = DDPMPipeline.from_pretrained(folder).unet
+    assert tuple(unet.config.block_out_channels) == (32, 64, 64) and unet.config.layers_per_block == 2
+    assert _card_summary(folder)["parameters"] == sum(p.numel() for p in unet.parameters()) > 10**6
+    for bad in (
+        ["--channels", "12,24"],
+        ["--channels", "32,64,64,64", "--size", "4"],
+        ["--layers-per-block", "0"],
+    ):
+        with pytest.raises(SystemExit):
+            train.main([*bad, "--steps", "1", "--out", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit):
+        train.main(["--channels", "32,64", "--steps", "1"])  # would overwrite the packaged model

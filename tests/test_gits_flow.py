@@ -156,25 +156,7 @@ def test_bench_runs_gits_schedules_on_flow_configs(tmp_path):
     from diffusers_geo.cli import main
 
     name = "flow-euler+gits/num_warmup=16/teacher_steps=12"
-    main(
-        [
-            "bench",
-            "--config",
-            "flux",
-            "--schedulers",
-            f"{name},flow-euler",
-            "--nfe",
-            "4",
-            "--seeds",
-            "1",
-            "--samples",
-            "16",
-            "--size",
-            "4",
-            "--no-progress",
-            "--out",
-            str(tmp_path),
-        ]
-    )
+    options = f"--config flux --schedulers {name},flow-euler --nfe 4 --seeds 1 --samples 16 --size 4"
+    main(["bench", *options.split(), "--no-progress", "--out", str(tmp_path)])
     summary = {s["sampler"]: s for s in json.loads((tmp_path / "results.json").read_text())["summary"]}
     assert summary[name]["nfe"] == 4 and math.isfinite(summary[name]["metrics"]["rmse"][0])

@@ -207,28 +207,10 @@ def test_bench_truncated_start_on_flow_configs(tmp_path):
                 str(tmp_path),
             ]
         )
+    options = (
+        "--config flux --schedulers er-sde,flow-euler --prior gaussian --sigma-start 2 --nfe 4 --seeds 1"
+    )
     main(
-        [
-            "bench",
-            "--config",
-            "flux",
-            "--schedulers",
-            "er-sde,flow-euler",
-            "--prior",
-            "gaussian",
-            "--sigma-start",
-            "2",
-            "--nfe",
-            "4",
-            "--seeds",
-            "1",
-            "--samples",
-            "16",
-            "--size",
-            "4",
-            "--no-progress",
-            "--out",
-            str(tmp_path),
-        ]
+        ["bench", *options.split(), "--samples", "16", "--size", "4", "--no-progress", "--out", str(tmp_path)]
     )
     assert (tmp_path / "results.json").is_file()

@@ -28,7 +28,7 @@ from ..registry import serves_flow
 from ..schedulers import SigmaDDIMScheduler
 from ..schedulers.base import GeoScheduler
 from ..schedules import SIGMA_SPACINGS, respace_sigmas, training_sigmas
-from ..schedules.flow import noise_fraction
+from ..schedules.flow import noise_fraction, whole_schedule_options
 
 START_RTOL = 0.02  # a schedule "starts at" a prior's sigma if within 2% (integer timesteps round sigma)
 
@@ -227,11 +227,7 @@ def truncated_sigmas(scheduler_or_config, num_inference_steps: int, sigma_start:
 
 def _flow_truncated_schedule(scheduler, n: int, sigma_start: float, mu: float | None) -> TruncatedSchedule:
     cfg = scheduler.config
-    reshaped = [
-        f"{k}={cfg[k]}"
-        for k in ("shift_terminal", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
-        if cfg.get(k)
-    ]
+    reshaped = whole_schedule_options(cfg)
     if reshaped:
         raise ValueError(
             f"{', '.join(reshaped)} reshape a flow schedule as a whole, so it cannot be moved to start at "

@@ -115,3 +115,12 @@ def shift_flow_fractions(
     if shift_terminal:
         s = stretch_to_terminal(s, shift_terminal)
     return s
+
+
+def whole_schedule_options(config) -> list[str]:
+    """The options of a flow config that reshape its schedule as a whole, as ``"name=value"``: ``shift_terminal``
+    stretches every level by the last one, Karras / exponential / beta sigmas respace between the ends. A subset
+    of such a schedule (GITS) or the same schedule moved to a lower start (a truncated start) would not keep its
+    noise levels."""
+    names = ("shift_terminal", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+    return [f"{name}={config[name]}" for name in names if config.get(name)]

@@ -15,7 +15,9 @@ These compare paths from the same noise, so they mean "converged" only for deter
 stochastic sampler is judged by distribution metrics: FID's formula and KID between a cell's images and the
 reference's, in FID's Inception features (torchmetrics, when it and its weights are available) or in the
 features of an extractor you pass. Without one they are skipped with the reason in ``EvalResult.skipped``,
-never estimated some other way; a CLIP score is not computed.
+never estimated some other way. For a text-to-image pipeline every image also gets its CLIP score against its
+prompt (Hessel et al., arXiv 2104.08718, as torchmetrics defines it: ``100 * max(cos(E_image, E_prompt), 0)``
+with OpenAI's CLIP ViT-B/16), when that model is available (cached or downloadable), else it is skipped too.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ REFERENCE = "dpmpp-2m-karras:100"
 #: the same defaults for flow-matching pipelines (SD3, Flux): diffusers' flow samplers
 FLOW_DEFAULT_SCHEDULERS = "ours,flow-dpmpp-2m,flow-unipc,flow-euler"
 FLOW_REFERENCE = "flow-dpmpp-2m:100"
+#: the CLIP model of the per-image CLIP score (torchmetrics' default)
+CLIP_MODEL = "openai/clip-vit-base-patch16"
 #: relative-RMSE targets of the recommendations (fractions of the reference's RMS)
 TARGETS = (0.05, 0.02)
 FORMAT = "diffusers_geo.eval/1"
@@ -111,7 +115,8 @@ class EvalResult:
         ref = self.reference
         lines.append(
             f"\nReference: {ref['scheduler']} with {ref['steps']} steps ({ref['model_calls']} calls, "
-            f"{ref['seconds_per_image']:.3g} s/image); {self.settings['num_images']} images."
+            f"{ref['seconds_per_image']:.3g} s/image); {self.settings['num_images']} images"
+            + (f"; its CLIP score {ref['clip_score']:.4g}." if "clip_score" in ref else ".")
         )
         for name, why in self.skipped.items():
             lines.append(f"{name}: skipped ({why})")
@@ -177,6 +182,7 @@ def evaluate_schedulers(
     batch_size: int = 16,
     grid_images: int = 4,
     features: Callable[[np.ndarray], torch.Tensor] | str | None = "inception",
+    clip_score: Callable[[np.ndarray, Sequence[str]], torch.Tensor] | str | None = CLIP_MODEL,
     progress: bool = True,
     resume: Mapping[str, Any] | None = None,
     state=None,
@@ -204,6 +210,10 @@ def evaluate_schedulers(
             metrics (FID's formula and KID between each cell's images and the reference's): ``"inception"``
             (FID's Inception-v3 through torchmetrics, when available; else FID / KID are reported as
             skipped, with the reason), a callable of your own, or ``None``.
+        clip_score: a text-to-image pipeline's per-image CLIP score against the image's prompt: a Hub id or
+            folder of a ``transformers`` CLIP model (default :data:`CLIP_MODEL`; skipped with the reason when
+            it cannot be loaded), a callable ``(images in [0, 1] (N, H, W, C), prompts) -> (N,) scores`` of
+            your own, or ``None``. Unconditional pipelines have no prompt to score against.
         resume: a previous :meth:`EvalResult.to_json` with the same settings: its cells are reused.
         state: an ``accelerate.PartialState`` to split the images over processes (every process gets the
             whole result); ``None``: this process does everything.
@@ -229,6 +239,7 @@ def evaluate_schedulers(
     reference_name, reference_steps = parse_reference(reference)
     plan = _plan(names, nfe, base_config)
     extract, why = _feature_extractor(features)  # every error here, before anything samples
+    score_clip, why_clip = _clip_scorer(clip_score, prompts)
     make_scheduler(reference_name, base_config)
 
     original = pipe.scheduler
@@ -322,6 +333,8 @@ def evaluate_schedulers(
             cell.seconds_per_image = _per_image(seconds, len(samples), state)
             for metric in ("rmse", "rel_rmse", "psnr", "ssim"):
                 cell.per_image[metric] = [per_index[i][metric] for i in all_indices]
+            if score_clip is not None:
+                cell.per_image["clip_score"] = _clip_scores(score_clip, images, prompts, all_indices, state)
             cell.images = _grid_images(images, grid, state)
             if ref_features is not None:
                 mine = _features(extract, images, all_indices, state)
@@ -339,7 +352,12 @@ def evaluate_schedulers(
     )
     if extract is None:
         result.skipped.update(fid=why, kid=why)
-    result.skipped["clip_score"] = "CLIP score is not computed by diffusers-geo eval"
+    if score_clip is None:
+        result.skipped["clip_score"] = why_clip
+    else:
+        result.reference["clip_score"] = float(
+            np.mean(_clip_scores(score_clip, ref_images, prompts, all_indices, state))
+        )
     return result
 
 
@@ -455,6 +473,54 @@ def inception_features() -> Callable[[np.ndarray], torch.Tensor]:
         return net(x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x).double()
 
     return extract
+
+
+def clip_scorer(model: str = CLIP_MODEL) -> Callable[[np.ndarray, Sequence[str]], torch.Tensor]:
+    """Per-image CLIP score (Hessel et al., arXiv 2104.08718; torchmetrics' ``CLIPScore`` definition):
+    ``100 * max(cos(E_image, E_prompt), 0)`` with a ``transformers`` CLIP model (Hub id or folder), on images
+    in [0, 1]. Raises when the model cannot be loaded (offline without a cached copy)."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    net, processor = CLIPModel.from_pretrained(model).eval(), CLIPProcessor.from_pretrained(model)
+
+    @torch.no_grad()
+    def score(images: np.ndarray, prompts: Sequence[str]) -> torch.Tensor:
+        pixels = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+        pixels = np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels
+        inputs = processor(
+            text=list(prompts), images=list(pixels), return_tensors="pt", padding=True, truncation=True
+        )
+        out = net(**inputs)
+        image = torch.nn.functional.normalize(out.image_embeds, dim=-1)
+        text = torch.nn.functional.normalize(out.text_embeds, dim=-1)
+        return (100 * (image * text).sum(-1)).clamp_min(0).double()
+
+    return score
+
+
+def _clip_scorer(clip_score, prompts) -> tuple[Callable | None, str | None]:
+    if prompts is None:
+        return None, "the pipeline takes no prompt to score against"
+    if callable(clip_score):
+        return clip_score, None
+    if clip_score is None:
+        return None, "no CLIP model (clip_score=None)"
+    try:
+        return clip_scorer(clip_score), None
+    except Exception as err:  # any failure to load it (package, weights offline) is a skip, with the reason
+        return None, f"the CLIP model {clip_score!r} is not available ({type(err).__name__}: {err})"
+
+
+def _clip_scores(
+    score, images: Mapping[int, np.ndarray], prompts, indices: Sequence[int], state
+) -> list[float]:
+    """CLIP score of every image against its prompt (``prompts[i % len(prompts)]``), in image order."""
+    mine = sorted(images)
+    values = (
+        score(np.stack([images[i] for i in mine]), [prompts[i % len(prompts)] for i in mine]) if mine else []
+    )
+    merged = _gather({i: float(values[k]) for k, i in enumerate(mine)}, state)
+    return [merged[i] for i in indices]
 
 
 def _feature_extractor(features) -> tuple[Callable[[np.ndarray], torch.Tensor] | None, str | None]:

@@ -72,6 +72,57 @@ def test_a_tiny_stable_diffusion_pipeline_end_to_end():
         assert all(np.isfinite(v).all() for v in cell.per_image.values())
         assert cell.images.shape == (2, 16, 16, 3)  # image 0 and 2: the first prompt, decoded by the VAE
     assert result.settings["prompts"] == ["a photo of a cat", "a dog"]
+    # offline the default CLIP model cannot be loaded: the score is skipped with the reason, never faked
+    assert (
+        "is not available" in result.skipped["clip_score"] and "clip_score" not in result.cells[0].per_image
+    )
+
+
+def test_clip_score_per_image_against_its_prompt():
+    """Each image is scored against its own prompt (``prompts[i % len(prompts)]``) by the CLIP model, here a
+    stand-in that scores the mean brightness for "bright" and its complement otherwise; the reference gets its
+    own score, and an unconditional pipeline has no prompt to score against."""
+    seen = []
+
+    def brightness(images, prompts):
+        seen.append(list(prompts))
+        mean = torch.from_numpy(images.reshape(len(images), -1).mean(1))
+        return torch.stack(
+            [100 * m if p == "bright" else 100 * (1 - m) for m, p in zip(mean, prompts, strict=True)]
+        )
+
+    pipe = tiny_sd_pipeline(seed=0)
+    result = evaluate_schedulers(
+        pipe,
+        ["bright", "dark"],
+        schedulers="sigma-ddim",
+        nfe=[2],
+        reference="sigma-ddim:4",
+        num_images=3,
+        batch_size=2,
+        clip_score=brightness,
+        progress=False,
+    )
+    cell = result.cells[0]
+    scores = cell.per_image["clip_score"]
+    assert len(scores) == 3 and "clip_score" not in result.skipped
+    assert seen[0] == ["bright", "dark", "bright"]  # image i against prompts[i % 2]
+    # images 0 and 2 (the grid's: the first prompt) scored as "bright": their mean brightness
+    assert scores[0] == pytest.approx(100 * cell.images[0].mean()) and scores[2] == pytest.approx(
+        100 * cell.images[1].mean()
+    )
+    assert 0 <= result.reference["clip_score"] <= 100
+    assert "clip_score" in result.markdown() and "its CLIP score" in result.markdown()
+    digits = evaluate_schedulers(
+        load_default_pipeline(),
+        schedulers="sigma-ddim",
+        nfe=[2],
+        reference="sigma-ddim:4",
+        num_images=1,
+        clip_score=brightness,
+        progress=False,
+    )
+    assert "takes no prompt" in digits.skipped["clip_score"]
 
 
 def test_a_tiny_flux_pipeline_end_to_end():
@@ -268,3 +319,45 @@ def test_command_bad_input(tmp_path):
         main(["eval", "--model", str(tmp_path), "--out", str(tmp_path / "b")])
     with pytest.raises(SystemExit, match="unknown scheduler"):
         main(["eval", "--schedulers", "nope", "--out", str(tmp_path / "c")])
+
+
+def test_clip_score_with_a_transformers_clip_model_from_a_folder(tmp_path):
+    """The real loading path (``CLIPModel.from_pretrained``) on a tiny random CLIP saved locally: every image
+    of a text-to-image run gets a score in [0, 100], the same image and prompt the same score."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPVisionConfig
+
+    from diffusers_geo.testing import _clip_text_config, tiny_clip_tokenizer
+
+    tokenizer = tiny_clip_tokenizer()
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        image_size=16,
+        patch_size=8,
+    )
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=_clip_text_config(tokenizer).to_dict(), vision_config=vision.to_dict(), projection_dim=16
+    )
+    CLIPModel(config).save_pretrained(tmp_path)
+    images = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(tmp_path)
+
+    score = evaluation.clip_scorer(str(tmp_path))
+    pictures = np.random.default_rng(0).random((3, 16, 16, 3))
+    values = score(pictures[[0, 1, 0]], ["a cat", "a dog", "a cat"])
+    assert values.shape == (3,) and bool(((values >= 0) & (values <= 100)).all())
+    assert values[0] == pytest.approx(float(values[2]))
+    result = evaluate_schedulers(
+        tiny_sd_pipeline(seed=0),
+        ["a cat"],
+        schedulers="sigma-ddim",
+        nfe=[2],
+        reference="sigma-ddim:4",
+        num_images=2,
+        clip_score=str(tmp_path),
+        progress=False,
+    )
+    assert len(result.cells[0].per_image["clip_score"]) == 2 and "clip_score" in result.reference

@@ -18,7 +18,14 @@ import torch
 
 from .._help import plain
 from ..diagnostics.grid import render_grid
-from ..evaluation import DEFAULT_NFE, DEFAULT_SCHEDULERS, REFERENCE, evaluate_schedulers, plot_result
+from ..evaluation import (
+    CLIP_MODEL,
+    DEFAULT_NFE,
+    DEFAULT_SCHEDULERS,
+    REFERENCE,
+    evaluate_schedulers,
+    plot_result,
+)
 from ..registry import SCHEDULERS
 from ._common import DTYPES, int_list, start_and_load
 from ._common import settings as command_settings
@@ -45,6 +52,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="default: this process's device (cuda if available)")
     parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: float16 on GPU")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--clip-model",
+        default=CLIP_MODEL,
+        help="CLIP model (hub id or folder) of the per-image CLIP score against the prompts; 'none': skip it",
+    )
     parser.add_argument("--resume", action="store_true", help="reuse the finished cells of --out/eval.json")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("eval-out"))
@@ -90,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             resume=previous,
             state=state,
+            clip_score=None if args.clip_model.lower() == "none" else args.clip_model,
         )
     except ValueError as err:
         raise SystemExit(f"diffusers-geo eval: {err}") from err

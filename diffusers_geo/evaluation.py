@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import gather_object
+from transformers import CLIPModel, CLIPProcessor
 
 from .gits import gits_schedule
 from .metrics import feature_frechet_distance, kernel_distance, psnr, rmse, ssim
@@ -479,8 +480,6 @@ def clip_scorer(model: str = CLIP_MODEL) -> Callable[[np.ndarray, Sequence[str]]
     """Per-image CLIP score (Hessel et al., arXiv 2104.08718; torchmetrics' ``CLIPScore`` definition):
     ``100 * max(cos(E_image, E_prompt), 0)`` with a ``transformers`` CLIP model (Hub id or folder), on images
     in [0, 1]. Raises when the model cannot be loaded (offline without a cached copy)."""
-    from transformers import CLIPModel, CLIPProcessor
-
     net, processor = CLIPModel.from_pretrained(model).eval(), CLIPProcessor.from_pretrained(model)
 
     @torch.no_grad()

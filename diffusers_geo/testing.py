@@ -54,10 +54,15 @@ from diffusers import (
 )
 from PIL import Image
 from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
+    CLIPVisionConfig,
     T5Config,
     T5EncoderModel,
 )
@@ -66,6 +71,7 @@ from .registry import SchedulerSpec, make_scheduler
 from .schedules.flow import FLUX_SCHEDULER_CONFIG, SD3_SCHEDULER_CONFIG
 
 __all__ = [
+    "save_tiny_clip_model",
     "tiny_clip_tokenizer",
     "tiny_ddpm_pipeline",
     "tiny_flux_pipeline",
@@ -214,6 +220,24 @@ def _clip_text_config(tokenizer: CLIPTokenizer, **overrides: Any) -> CLIPTextCon
     }
     config.update(overrides)
     return CLIPTextConfig(**config)
+
+
+def save_tiny_clip_model(folder: str | os.PathLike, seed: int = 0) -> str:
+    """Save a tiny random CLIP model (text and 16 x 16 vision towers, 16-dimensional projections) with its
+    processor to ``folder``, loadable by ``CLIPModel.from_pretrained`` / ``CLIPProcessor.from_pretrained``: the
+    offline stand-in for the CLIP score of ``diffusers-geo eval --clip-model``. Returns the folder."""
+    tokenizer = tiny_clip_tokenizer()
+    vision = CLIPVisionConfig(
+        hidden_size=TEXT_HIDDEN_SIZE, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
+        image_size=16, patch_size=8,
+    )  # fmt: skip
+    config = CLIPConfig(
+        text_config=_clip_text_config(tokenizer).to_dict(), vision_config=vision.to_dict(), projection_dim=16
+    )
+    _seeded(seed, lambda: CLIPModel(config)).save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    return os.fspath(folder)
 
 
 def _tiny_vae(seed: int) -> AutoencoderKL:

@@ -15,7 +15,12 @@ from diffusers_geo.evaluation import evaluate_schedulers
 from diffusers_geo.metrics import PSNR_CAP, feature_frechet_distance, kernel_distance, psnr, ssim
 from diffusers_geo.models.default_model import load_default_pipeline
 from diffusers_geo.registry import scheduler_names
-from diffusers_geo.testing import accelerate_launch, tiny_flux_pipeline, tiny_sd_pipeline
+from diffusers_geo.testing import (
+    accelerate_launch,
+    save_tiny_clip_model,
+    tiny_flux_pipeline,
+    tiny_sd_pipeline,
+)
 
 
 @pytest.fixture(scope="module")
@@ -324,27 +329,7 @@ def test_command_bad_input(tmp_path):
 def test_clip_score_with_a_transformers_clip_model_from_a_folder(tmp_path):
     """The real loading path (``CLIPModel.from_pretrained``) on a tiny random CLIP saved locally: every image
     of a text-to-image run gets a score in [0, 100], the same image and prompt the same score."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPVisionConfig
-
-    from diffusers_geo.testing import _clip_text_config, tiny_clip_tokenizer
-
-    tokenizer = tiny_clip_tokenizer()
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        image_size=16,
-        patch_size=8,
-    )
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=_clip_text_config(tokenizer).to_dict(), vision_config=vision.to_dict(), projection_dim=16
-    )
-    CLIPModel(config).save_pretrained(tmp_path)
-    images = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
-    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(tmp_path)
-
+    save_tiny_clip_model(tmp_path)
     score = evaluation.clip_scorer(str(tmp_path))
     pictures = np.random.default_rng(0).random((3, 16, 16, 3))
     values = score(pictures[[0, 1, 0]], ["a cat", "a dog", "a cat"])

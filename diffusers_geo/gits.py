@@ -278,7 +278,7 @@ class GITSSchedule:
             )
         params = inspect.signature(scheduler.set_timesteps).parameters
         if "sigmas" in params:
-            extra = {"mu": self.mu if mu is None else mu} if self.flow_matching and "mu" in params else {}
+            extra = self._mu_kwargs(scheduler, mu)
             # flow schedulers take an array, as FluxPipeline passes it (UniPC's dynamic shift fails on a list)
             sigmas = np.array(self.sigmas) if self.flow_matching else list(self.sigmas)
             try:
@@ -289,6 +289,12 @@ class GITSSchedule:
         if "timesteps" in params and not self.flow_matching:
             return {"timesteps": [int(round(t)) for t in self.timesteps]}
         return {}
+
+    def _mu_kwargs(self, scheduler, mu: float | None) -> dict[str, Any]:
+        """``{"mu": ...}`` (``mu``, else the search's) for a flow scheduler whose ``set_timesteps`` takes it."""
+        if not self.flow_matching or "mu" not in inspect.signature(scheduler.set_timesteps).parameters:
+            return {}
+        return {"mu": self.mu if mu is None else mu}
 
     def apply(self, scheduler, device: str | torch.device | None = None, mu: float | None = None):
         """Set this schedule on ``scheduler`` (any diffusers or diffusers-geo scheduler); returns it.
@@ -301,9 +307,7 @@ class GITSSchedule:
         shifting ``mu`` defaults to the search's (:attr:`mu`).
         """
         kwargs = self.set_timesteps_kwargs(scheduler, mu)
-        extra = {}
-        if self.flow_matching and "mu" in inspect.signature(scheduler.set_timesteps).parameters:
-            extra = {"mu": self.mu if mu is None else mu}
+        extra = self._mu_kwargs(scheduler, mu)
         if kwargs:
             scheduler.set_timesteps(device=device, **kwargs, **extra)
             return scheduler
@@ -494,7 +498,7 @@ def gits_schedule(
     runner = _teacher_runner(model, scheduler_config, sample_shape, model_kwargs or {}, pipeline_kwargs)
     flow = serves_flow(runner.config)
     if flow:
-        _check_flow_search(runner, grid, metric, analytic_first_step, mu)
+        _check_flow_search(runner, grid, metric, analytic_first_step)
         teacher = GeometricHeunScheduler.from_config(_flow_schedule(runner.config), multistep=True)
         # the teacher grid in unshifted noise fractions, evenly spaced in the training timesteps from s = 1
         # (FlowMatchEuler's own spacing); the scheduler shifts them as it shifts any custom sigmas
@@ -801,7 +805,7 @@ def _flow_schedule(config: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: config[k] for k in keys if k in config}, "prediction_type": "flow_prediction"}
 
 
-def _check_flow_search(runner: _Runner, grid: str, metric: str, analytic_first_step: bool, mu) -> None:
+def _check_flow_search(runner: _Runner, grid: str, metric: str, analytic_first_step: bool) -> None:
     """What a GITS search on a flow-matching model (which starts at s = 1, sigma = inf) cannot do."""
     config = runner.config
     if grid != "timesteps":

@@ -32,6 +32,11 @@ def flux_mu(config, image_seq_len: int = FLUX_IMAGE_SEQ_LEN) -> float:
     return image_seq_len * slope + base - slope * lo
 
 
+def dynamic_shift(config, image_seq_len: int = FLUX_IMAGE_SEQ_LEN) -> float | None:
+    """:func:`flux_mu` where ``config`` has dynamic shifting (Flux), ``None`` otherwise (its ``mu`` is unused)."""
+    return flux_mu(config, image_seq_len) if config.get("use_dynamic_shifting") else None
+
+
 def set_timesteps(scheduler, steps: int, image_seq_len: int = FLUX_IMAGE_SEQ_LEN) -> None:
     """``scheduler.set_timesteps`` as the pipeline of its model calls it: with dynamic shifting (Flux) the
     unshifted ``sigmas = linspace(1, 1/N, N)`` and ``mu`` (:func:`flux_mu`), or ``N`` and ``mu`` where the config

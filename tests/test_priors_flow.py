@@ -214,3 +214,15 @@ def test_bench_truncated_start_on_flow_configs(tmp_path):
         ["bench", *options.split(), "--samples", "16", "--size", "4", "--no-progress", "--out", str(tmp_path)]
     )
     assert (tmp_path / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "shift, mu, kind", [(3.0, None, "exponential"), (1.0, 1.15, "exponential"), (1.0, 2.5, "linear")]
+)
+def test_unshift_inverts_the_shift(shift, mu, kind):
+    from diffusers_geo.schedules.flow import shift_flow_fractions, unshift_flow_fractions
+
+    u = torch.linspace(1.0, 1e-3, 50, dtype=torch.float64)
+    shifted = shift_flow_fractions(u, shift, mu, kind)
+    assert not torch.allclose(shifted, u)
+    torch.testing.assert_close(unshift_flow_fractions(shifted, shift, mu, kind), u, rtol=1e-12, atol=1e-15)

@@ -26,7 +26,7 @@ from ..gits import gits_schedule
 from ..metrics import frechet_distance
 from ..models import OptimalDenoiser
 from ..registry import is_stochastic, make_scheduler, split_gits
-from ..sampling import flux_mu, sample, set_timesteps, steps_for_nfe
+from ..sampling import dynamic_shift, sample, set_timesteps, steps_for_nfe
 from ..solvers.reference import solve_probability_flow_ode
 
 
@@ -120,13 +120,11 @@ class GITSCache:
     def schedule(self, num_steps: int, options: dict[str, Any]):
         key = (num_steps, tuple(sorted(options.items())))
         if key not in self.cache:
-            # Flux's dynamic shift: the benchmark's resolution (the mu every run here uses)
-            shift = {"mu": flux_mu(self.config)} if self.config.get("use_dynamic_shifting") else {}
             self.cache[key] = gits_schedule(
                 self.model,
                 num_steps,
                 scheduler_config=self.config,
-                **shift,
+                mu=dynamic_shift(self.config),  # Flux: the benchmark's resolution, as every run here uses
                 generator=torch.Generator().manual_seed(99_999),
                 progress=self.progress,
                 **{"num_warmup": 256, "batch_size": 256, **options},

@@ -19,7 +19,7 @@ import torch
 
 from ..models import OptimalDenoiser
 from ..priors import TruncatedPrior, truncated_schedule
-from ..sampling import flux_mu
+from ..sampling import dynamic_shift
 from ..solvers.reference import solve_probability_flow_ode
 from .quality import DistributionScorer, Run, Summary, common_noise, summarize
 
@@ -114,7 +114,7 @@ def make_start(
         raise ValueError(
             "A prior on a flow-matching model needs a finite --sigma-start (its start s = 1 is exact)."
         )
-    mu = flux_mu(config) if config is not None and config.get("use_dynamic_shifting") else None
+    mu = None if config is None else dynamic_shift(config)
     if prior == "none":
         return BenchStart(None, sigma_start, "noise", mu)
     generator = torch.Generator().manual_seed(seed)

@@ -19,7 +19,7 @@ from ..bench.start import make_start
 from ..priors import truncated_schedule
 from ..registry import all_names, make_scheduler, serves_flow
 from ..registry import resolve_names as resolve
-from ..sampling import flux_mu
+from ..sampling import dynamic_shift
 from ._common import int_list
 from ._common import settings as command_settings
 
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 def _truncatable(names: list[str], parts: list[str], config: dict, sigma_start: float) -> list[str]:
     """The samplers whose schedule can start at ``sigma_start`` (checked before any sampling): one asked for by
     name that cannot is an error; one that came with a group ("all", "builtins") is left out with a note."""
-    mu = flux_mu(config) if config.get("use_dynamic_shifting") else None
+    mu = dynamic_shift(config)
     kept, dropped = [], []
     for name in names:
         try:

@@ -28,7 +28,7 @@ from ..registry import serves_flow
 from ..schedulers import SigmaDDIMScheduler
 from ..schedulers.base import GeoScheduler
 from ..schedules import SIGMA_SPACINGS, respace_sigmas, training_sigmas
-from ..schedules.flow import noise_fraction, whole_schedule_options
+from ..schedules.flow import flow_sigma, noise_fraction, unshift_flow_fractions, whole_schedule_options
 
 START_RTOL = 0.02  # a schedule "starts at" a prior's sigma if within 2% (integer timesteps round sigma)
 
@@ -248,16 +248,14 @@ def _flow_truncated_schedule(scheduler, n: int, sigma_start: float, mu: float | 
             f"{type(scheduler).__name__} takes no `sigmas=`, so its flow schedule cannot start at sigma_T: use a "
             "diffusers_geo scheduler, FlowMatchEulerDiscreteScheduler or UniPC with flow sigmas."
         )
-    if cfg.get("use_flow_sigmas"):
-        shift = math.exp(mu) if mu is not None else cfg.get("flow_shift", 1.0)
-    elif mu is not None:
-        shift = math.exp(mu) if cfg.get("time_shift_type", "exponential") == "exponential" else float(mu)
-    else:
-        shift = cfg.get("shift", 1.0)
+    # DPM-Solver / UniPC with flow sigmas shift by flow_shift (dynamically: exponentially), FlowMatch by shift
+    flow_sigmas = bool(cfg.get("use_flow_sigmas"))
+    shift = cfg.get("flow_shift", 1.0) if flow_sigmas else cfg.get("shift", 1.0)
+    kind = "exponential" if flow_sigmas else cfg.get("time_shift_type", "exponential")
     extra = {} if mu is None else {"mu": float(mu)}
 
-    def unshift(s: torch.Tensor) -> torch.Tensor:  # the inverse of s -> shift u / (1 + (shift - 1) u)
-        return s / (shift - (shift - 1) * s)
+    def unshift(s: torch.Tensor) -> torch.Tensor:
+        return unshift_flow_fractions(s, shift, mu, kind)
 
     full = copy.deepcopy(scheduler)
     if dynamic and not cfg.get("use_flow_sigmas"):
@@ -285,11 +283,7 @@ def _flow_levels(scheduler) -> torch.Tensor:
     """A flow scheduler's noise levels as VE sigmas (float64, ``inf`` at ``s = 1``): ours store them so,
     diffusers' store the noise fractions ``s``."""
     levels = scheduler.sigmas.detach().cpu().to(torch.float64)
-    if isinstance(scheduler, GeoScheduler):
-        return levels
-    return torch.where(
-        levels >= 1, torch.full_like(levels, math.inf), levels / (1 - levels).clamp_min(1e-300)
-    )
+    return levels if isinstance(scheduler, GeoScheduler) else flow_sigma(levels)
 
 
 def _schedule_sigmas(scheduler, vp: DiscreteVP) -> torch.Tensor:

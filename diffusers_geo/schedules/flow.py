@@ -117,6 +117,21 @@ def shift_flow_fractions(
     return s
 
 
+def unshift_flow_fractions(
+    s: torch.Tensor, shift: float, mu: float | None = None, time_shift_type: str = "exponential"
+) -> torch.Tensor:
+    """The inverse of :func:`shift_flow_fractions` without ``shift_terminal``: every shift is the map
+    ``u -> k u / (1 + (k - 1) u)`` (``k = shift``, or ``e^mu`` / ``mu`` for Flux's exponential / linear dynamic
+    shift), whose inverse is ``s -> s / (k - (k - 1) s)``."""
+    if mu is not None:
+        if time_shift_type not in TIME_SHIFT_TYPES:
+            raise ValueError(
+                f"Unknown time_shift_type {time_shift_type!r}; choose one of {list(TIME_SHIFT_TYPES)}."
+            )
+        shift = math.exp(mu) if time_shift_type == "exponential" else float(mu)
+    return s / (shift - (shift - 1) * s)
+
+
 def whole_schedule_options(config) -> list[str]:
     """The options of a flow config that reshape its schedule as a whole, as ``"name=value"``: ``shift_terminal``
     stretches every level by the last one, Karras / exponential / beta sigmas respace between the ends. A subset

@@ -142,6 +142,31 @@ def test_projection_ddim_typo_names_gamma():
         load_scheduler("projection-ddim", DDIMScheduler(**SD_BETAS).config, gama=1.5)
 
 
+@pytest.mark.parametrize(
+    ("config", "options", "match"),
+    [
+        (
+            DDIMScheduler(**SD_BETAS).config,
+            {"correction": "velocity"},
+            "correction='velocity'.*variance-pres",
+        ),
+        (
+            FlowMatchEulerDiscreteScheduler(shift=3.0).config,
+            {"correction": "velocity", "mu": 0.5},
+            "correction='velocity'.*mu=0.5.*correction='noise'",
+        ),
+        (
+            FlowMatchEulerDiscreteScheduler(shift=3.0).config,
+            {"correction": "eps"},
+            "Unknown correction 'eps'",
+        ),
+    ],
+)
+def test_projection_ddim_correction_combinations(config, options, match):
+    with pytest.raises(ValueError, match=match):
+        load_scheduler("projection-ddim", config, **options)
+
+
 # ------------------------------------------------------------------------------------------------
 # 4. config values; 5. sigma ranges and offsets; 6. types — at construction
 # ------------------------------------------------------------------------------------------------

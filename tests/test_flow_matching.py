@@ -22,6 +22,7 @@ from diffusers import (
 from diffusers_geo import SCHEDULERS, load_scheduler
 from diffusers_geo.parameterization import FlowMatching
 from diffusers_geo.registry import scheduler_names
+from diffusers_geo.schedules.flow import noise_fraction
 
 NAMES = scheduler_names()
 SD3 = {"shift": 3.0}
@@ -258,6 +259,58 @@ def test_ddim_modes_reduce_to_sigma_ddim(name, options):
             rtol=0,
             atol=1e-12,
         )
+
+
+def flow_gradient_estimation(
+    velocity, x: torch.Tensor, fractions: list[float], timesteps: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """Gradient estimation written in a flow model's own coordinates (the reference for
+    ``correction="velocity"``): ``d = (x - D) / s``, the Euler step ``x + d * (s_next - s)`` plus
+    ``(gamma - 1) * (d - d_prev) * (s_next - s)`` from the second step on, and ``D`` itself on the step to 0.
+    The model is called at the scheduler's (float32) timesteps, as a pipeline calls it."""
+    d_prev = None
+    for s, s_next, t in zip(fractions[:-1], fractions[1:], timesteps, strict=True):
+        denoised = x - s * velocity(x, t)
+        d = (x - denoised) / s
+        if s_next == 0:
+            return denoised
+        step = x + d * (s_next - s)
+        x = step if d_prev is None else step + (gamma - 1) * (d - d_prev) * (s_next - s)
+        d_prev = d
+    return x
+
+
+@pytest.mark.parametrize("gamma", [1.0, 2.0, 1.5])
+@pytest.mark.parametrize("start", [1.0, 0.7])
+def test_velocity_correction_is_gradient_estimation_in_flow_coordinates(gamma, start):
+    """correction="velocity" (sigma coordinates) equals the flow-coordinate sampler on the same fractions,
+    from pure noise (s = 1, the limit step) and from an image-to-image start, to float64 round-off."""
+    config = FlowMatchEulerDiscreteScheduler(**SD3).config
+    fractions = [start, 0.8 * start, 0.5 * start, 0.3 * start, 0.1 * start]
+    ours = load_scheduler("projection-ddim", config, gamma=gamma, correction="velocity")
+    ours.set_timesteps(sigmas=fractions)
+    shifted = [float(s) for s in noise_fraction(ours.sigmas)]  # SD3's shift, applied by set_timesteps
+    assert shifted[0] == (1.0 if start == 1 else pytest.approx(3 * start / (1 + 2 * start)))
+    x = noise(dtype=torch.float64)
+    reference = flow_gradient_estimation(gaussian_velocity, x, shifted, ours.timesteps, gamma)
+    torch.testing.assert_close(run(ours, noise(dtype=torch.float64)), reference, rtol=1e-10, atol=1e-10)
+    paper = load_scheduler("projection-ddim", config, gamma=gamma)
+    paper.set_timesteps(sigmas=fractions)
+    difference = float((run(paper, noise(dtype=torch.float64)) - reference).abs().max())
+    assert (
+        difference < 1e-12 if gamma == 1 else difference > 1e-4
+    )  # the two corrections differ unless gamma = 1
+
+
+def test_velocity_correction_saves_and_reloads(tmp_path):
+    ours = load_scheduler(
+        "projection-ddim", FlowMatchEulerDiscreteScheduler(**FLUX).config, correction="velocity"
+    )
+    ours.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "scheduler_config.json").read_text())["correction"] == "velocity"
+    back = type(ours).from_pretrained(tmp_path)
+    assert back.config.correction == "velocity" and back.is_flow_matching
+    assert FlowMatchEulerDiscreteScheduler.from_config(back.config).config.use_dynamic_shifting
 
 
 # --------------------------------------------------------------------------------------------------

@@ -51,6 +51,30 @@ def corrected_epsilon(eps: torch.Tensor, eps_prev: torch.Tensor | None, gamma: f
     return gamma * eps + (1 - gamma) * eps_prev
 
 
+def velocity_corrected_epsilon(
+    eps: torch.Tensor,
+    denoised: torch.Tensor,
+    velocity_prev: torch.Tensor | None,
+    sigma: float,
+    gamma: float,
+) -> torch.Tensor:
+    """Eq. 12 applied to a flow model's velocity instead of its noise prediction (ComfyUI's
+    ``gradient_estimation`` on flow models, which blends its ``d = (x - D) / s`` in the model's own coordinates).
+
+    A flow model samples ``x = y / (1 + sigma)`` at ``s = sigma / (1 + sigma)``, where the ODE's velocity is
+    ``v = dx/ds = eps - D``. Correcting it, ``x_next = x + (s_next - s) * (gamma * v + (1 - gamma) * v_prev)``,
+    is in sigma coordinates the DDIM step ``y_next = y + (sigma_next - sigma) * eps_bar`` with
+
+        eps_bar = eps + (gamma - 1) * (v - v_prev) / (1 + sigma),   v = eps - D,
+
+    since ``(1 + sigma_next) * (s_next - s) = (sigma_next - sigma) / (1 + sigma)``. It differs from the paper's
+    correction (:func:`corrected_epsilon`) by ``(gamma - 1) * (D - D_prev)`` terms; ``gamma = 1`` is DDIM for
+    both. ``eps`` itself on the first step (``velocity_prev`` is ``None``)."""
+    if velocity_prev is None:
+        return eps
+    return eps + ((gamma - 1) / (1 + sigma)) * ((eps - denoised) - velocity_prev)
+
+
 def corrected_denoised(y: torch.Tensor, eps_bar: torch.Tensor, sigma: float) -> torch.Tensor:
     """The corrected projection estimate ``x0_bar = y - sigma * eps_bar`` (what ``pred_original_sample`` is).
 
@@ -108,6 +132,7 @@ class GEState:
     eps: torch.Tensor
     sigma_hat: float
     injected: torch.Tensor | None = None
+    velocity: torch.Tensor | None = None  # v = eps - D, kept for correction="velocity"
 
     def eps_at(self, sigma: float) -> torch.Tensor:
         """The eps this step implies at the next point (level ``sigma``) if the denoiser did not change:
@@ -127,6 +152,7 @@ def gradient_estimation_call(
     gamma: float = 2.0,
     mu: float = 0.0,
     noise: Callable[[], torch.Tensor] | None = None,
+    correction: str = "noise",
 ) -> tuple[torch.Tensor, torch.Tensor, GEState]:
     """One step of the sampler the scheduler runs: ``(y_next, x0_bar, state)`` with ``x0_bar`` the corrected
     projection (:func:`corrected_denoised`; ``D`` itself on a step from ``sigma = inf``).
@@ -139,10 +165,17 @@ def gradient_estimation_call(
     ``eps_{k+1}`` extrapolates the injected noise with ``gamma`` and diverges at few steps (the Fréchet
     distance grew 5-10x over DDIM with the same ``mu`` on the benchmark). Against ``eps_ref`` the correction
     measures only the change of the denoiser, as in the deterministic case (``docs/projection_ddim.md``).
+
+    ``correction="velocity"`` (deterministic only) blends a flow model's velocity ``v = eps - D`` instead
+    (:func:`velocity_corrected_epsilon`, ComfyUI's variant); the state then keeps ``v``.
     """
     eps = noise_prediction(y, denoised, sigma)
-    eps_ref = None if previous is None else previous.eps_at(sigma)
-    eps_bar = corrected_epsilon(eps, eps_ref, gamma)
+    if correction == "velocity":
+        velocity_prev = None if previous is None else previous.velocity
+        eps_bar = velocity_corrected_epsilon(eps, denoised, velocity_prev, sigma, gamma)
+    else:
+        eps_ref = None if previous is None else previous.eps_at(sigma)
+        eps_bar = corrected_epsilon(eps, eps_ref, gamma)
     sigma_hat, eta = noise_split(sigma, sigma_next, mu)
     w = noise() if eta > 0 and noise is not None else None  # drawn here: the next step's eps_at needs it
     y_next = gradient_estimation_step(
@@ -150,7 +183,8 @@ def gradient_estimation_call(
     )
     injected = None if w is None else eta * w
     x0_bar = denoised if math.isinf(sigma) else corrected_denoised(y, eps_bar, sigma)
-    return y_next, x0_bar, GEState(eps, sigma_hat, injected)
+    velocity = eps - denoised if correction == "velocity" else None
+    return y_next, x0_bar, GEState(eps, sigma_hat, injected, velocity)
 
 
 def gradient_estimation_step_d(

@@ -10,12 +10,8 @@ checks as controls.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pytest
@@ -25,13 +21,12 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     FlowMatchEulerDiscreteScheduler,
     FlowMatchHeunDiscreteScheduler,
-    SchedulerMixin,
 )
+from pipeline_matrix import OURS, Case, assert_finite, cases, control, gen, install
+from pipeline_matrix import traced as traced_run
 
 import diffusers_geo  # noqa: F401  (registers our classes for DiffusionPipeline.from_pretrained)
-from diffusers_geo import load_scheduler
 from diffusers_geo.parameterization import FlowMatching
-from diffusers_geo.registry import scheduler_names
 from diffusers_geo.testing import tiny_flux_pipeline, tiny_image, tiny_mask, tiny_sd3_pipeline
 
 PROMPT = "a photo of a cat"
@@ -41,24 +36,7 @@ RELOAD_ATOL = 2e-4
 CALL = {"max_sequence_length": 16, "height": 16, "width": 16}
 
 
-@dataclass(frozen=True)
-class Case:
-    name: str
-    make: Callable[[Mapping[str, Any]], SchedulerMixin]
-    ours: bool
-
-    def __call__(self, config: Mapping[str, Any]) -> SchedulerMixin:
-        return self.make(dict(config))
-
-
-OURS = [Case(n, functools.partial(load_scheduler, n), True) for n in scheduler_names()]
-OURS.append(
-    Case(
-        "geometric-heun-two-call", functools.partial(load_scheduler, "geometric-heun", multistep=False), True
-    )
-)
-EULER = Case("FlowMatchEuler", FlowMatchEulerDiscreteScheduler.from_config, False)
-HEUN = Case("FlowMatchHeun", FlowMatchHeunDiscreteScheduler.from_config, False)
+EULER, HEUN = control(FlowMatchEulerDiscreteScheduler), control(FlowMatchHeunDiscreteScheduler)
 # DPM-Solver++ with flow sigmas, as a user sets it up for SD3 (its own flow schedule, flow_shift = shift)
 DPM = Case(
     "DPMSolver-flow",
@@ -72,47 +50,7 @@ DPM = Case(
 )
 
 
-def cases(*controls: Case) -> list:
-    return [pytest.param(c, id=("geo-" if c.ours else "ctl-") + c.name) for c in (*OURS, *controls)]
-
-
-@dataclass
-class Trace:
-    timesteps: list[float] = field(default_factory=list)
-    steps: int = 0
-    nonfinite_steps: list[int] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def traced(pipe) -> Iterator[Trace]:
-    """Record the transformer's timesteps and check every scheduler step stays finite."""
-    trace = Trace()
-    model, scheduler = pipe.transformer, pipe.scheduler
-    forward, step = model.forward, scheduler.step
-
-    @functools.wraps(forward)
-    def counting_forward(*args, **kwargs):
-        trace.timesteps.append(float(torch.as_tensor(kwargs["timestep"]).reshape(-1)[0]))
-        return forward(*args, **kwargs)
-
-    @functools.wraps(step)
-    def checking_step(*args, **kwargs):
-        out = step(*args, **kwargs)
-        prev = out[0] if isinstance(out, tuple) else out.prev_sample
-        if not torch.isfinite(prev).all():
-            trace.nonfinite_steps.append(trace.steps)
-        trace.steps += 1
-        return out
-
-    model.forward, scheduler.step = counting_forward, checking_step
-    try:
-        yield trace
-    finally:
-        del model.forward, scheduler.step
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator("cpu").manual_seed(seed)
+traced = functools.partial(traced_run, model="transformer")
 
 
 def schedule_timesteps(pipe) -> list[float]:
@@ -145,17 +83,6 @@ def skip_unsupported(name: str, case: Case) -> None:
         )
 
 
-def install(pipe, case: Case, config) -> SchedulerMixin:
-    pipe.scheduler = case(config)
-    return pipe.scheduler
-
-
-def assert_finite(trace: Trace, output) -> None:
-    assert trace.steps > 0
-    assert not trace.nonfinite_steps, f"non-finite prev_sample at steps {trace.nonfinite_steps}"
-    assert torch.isfinite(torch.as_tensor(np.asarray(output, dtype=np.float32))).all()
-
-
 @pytest.mark.parametrize("case", cases(EULER, HEUN, DPM))
 def test_txt2img(family, case):
     name, pipes, config = family
@@ -170,12 +97,12 @@ def test_txt2img(family, case):
     assert first.shape == (1, 16, 16, 3)
     assert_finite(trace, first)
     # one transformer call per schedule entry, at the schedule's timesteps
-    seen = [t * TIMESTEP_SCALE[name] for t in trace.timesteps]
+    seen = [t * TIMESTEP_SCALE[name] for t in trace.model_timesteps]
     np.testing.assert_allclose(seen, schedule_timesteps(pipe), rtol=1e-6, atol=1e-3)
     if case.ours:
         assert pipe.scheduler.step_index == len(pipe.scheduler.timesteps)
         expected_calls = 5 if pipe.scheduler.order == 1 else 2 * 5 - 1
-        assert len(trace.timesteps) == expected_calls
+        assert len(trace.model_timesteps) == expected_calls
     # the same seed again on the same scheduler: nothing leaks from the first run. SD3 and Flux do not pass
     # `generator` to `step`: a stochastic sampler draws its noise from torch's global RNG (as diffusers' own
     # stochastic schedulers do in these pipelines), so it is seeded too
@@ -226,7 +153,7 @@ def test_img2img(family, case):
         with traced(pipe) as trace:
             out = run().images
         assert_finite(trace, out)
-        assert len(trace.timesteps) == expected_calls, f"steps={steps} strength={strength}"
+        assert len(trace.model_timesteps) == expected_calls, f"steps={steps} strength={strength}"
         if case.ours:
             assert pipe.scheduler.step_index == len(pipe.scheduler.timesteps)
 

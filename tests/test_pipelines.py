@@ -13,11 +13,8 @@ pipeline's original scheduler config, so tests do not depend on each other's ord
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,10 +30,9 @@ from diffusers import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
 )
+from pipeline_matrix import Case, assert_finite, cases, control, gen, install, traced
 
 import diffusers_geo
-from diffusers_geo import load_scheduler
-from diffusers_geo.registry import scheduler_names
 from diffusers_geo.testing import (
     tiny_ddpm_pipeline,
     tiny_image,
@@ -48,112 +44,18 @@ from diffusers_geo.testing import (
 PROMPT = "a photo of a cat"
 
 
-# --------------------------------------------------------------------------------------------------
-# the schedulers under test
-# --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Case:
-    """A scheduler to test: ours (from the registry) or a diffusers built-in control."""
-
-    name: str
-    make: Callable[[Mapping[str, Any]], SchedulerMixin]
-    ours: bool
-
-    def __call__(self, config: Mapping[str, Any]) -> SchedulerMixin:
-        return self.make(dict(config))
-
-
-def _ours(name: str) -> Case:
-    return Case(name, functools.partial(load_scheduler, name), ours=True)
-
-
-def _control(cls: type[SchedulerMixin]) -> Case:
-    return Case(cls.__name__, cls.from_config, ours=False)
-
-
-# one case per class: a class registered under several names (an alias) runs under its first name
-OURS = [_ours(name) for name in scheduler_names()]
-# non-default modes that change the step's state handling run the whole matrix too
-OURS.append(
-    Case(  # the two-call Heun step: diffusers' order-2 layout (the default is the one-call multistep)
-        "geometric-heun-two-call",
-        functools.partial(load_scheduler, "geometric-heun", multistep=False),
-        ours=True,
-    )
-)
 # Controls, where the pipeline supports them: DDPMPipeline only handles VP schedulers (it never scales the
 # initial noise; Euler gives noise there and Heun's step takes no `generator`); DDIMScheduler's
 # set_timesteps takes neither `timesteps` nor `sigmas`, and only Euler-type schedulers take `sigmas`.
 DDIM, EULER, DPM, HEUN = (
-    _control(c)
+    control(c)
     for c in (DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler, HeunDiscreteScheduler)
 )
-
-
-def cases(*controls: Case) -> list:
-    """Every scheduler of ours, then the given built-in controls, as pytest params with readable ids."""
-    return [pytest.param(c, id=("geo-" if c.ours else "ctl-") + c.name) for c in (*OURS, *controls)]
 
 
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class Trace:
-    """What one pipeline call did: the timesteps the UNet saw, and whether every step stayed finite."""
-
-    unet_timesteps: list[float] = field(default_factory=list)
-    steps: int = 0
-    nonfinite_steps: list[int] = field(default_factory=list)
-
-    @property
-    def unet_calls(self) -> int:
-        return len(self.unet_timesteps)
-
-
-@contextlib.contextmanager
-def traced(pipe) -> Iterator[Trace]:
-    """Record UNet calls and scheduler steps of ``pipe`` (wrappers keep the signatures pipelines inspect)."""
-    trace = Trace()
-    unet, scheduler = pipe.unet, pipe.scheduler
-    forward, step = unet.forward, scheduler.step
-
-    @functools.wraps(forward)
-    def counting_forward(sample, timestep, *args, **kwargs):
-        trace.unet_timesteps.append(float(torch.as_tensor(timestep).reshape(-1)[0]))
-        return forward(sample, timestep, *args, **kwargs)
-
-    @functools.wraps(step)
-    def checking_step(*args, **kwargs):
-        out = step(*args, **kwargs)
-        prev_sample = out[0] if isinstance(out, tuple) else out.prev_sample
-        if not torch.isfinite(prev_sample).all():
-            trace.nonfinite_steps.append(trace.steps)
-        trace.steps += 1
-        return out
-
-    shadowed = {obj: name in vars(obj) for obj, name in ((unet, "forward"), (scheduler, "step"))}
-    unet.forward, scheduler.step = counting_forward, checking_step
-    try:
-        yield trace
-    finally:  # restore exactly: drop our instance attribute, or put back one that was there before
-        for obj, name, original in ((unet, "forward", forward), (scheduler, "step", step)):
-            if shadowed[obj]:
-                setattr(obj, name, original)
-            else:
-                delattr(obj, name)
-
-
-def install(pipe, case: Case, config: Mapping[str, Any]) -> SchedulerMixin:
-    """Give ``pipe`` a fresh scheduler built from a copy of its original ``config``."""
-    pipe.scheduler = case(config)
-    return pipe.scheduler
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator("cpu").manual_seed(seed)
-
-
 def full_schedule(case: Case, config: Mapping[str, Any], **set_timesteps_kwargs) -> list[float]:
     """The timesteps a fresh scheduler produces, i.e. what a pipeline slices."""
     scheduler = case(config)
@@ -168,13 +70,6 @@ def strength_schedule(
     steps (``order`` timesteps each), as the pipelines' ``get_timesteps`` slices it."""
     kept = min(int(steps * strength), steps)
     return full_schedule(case, config, num_inference_steps=steps)[(steps - kept) * order :]
-
-
-def assert_finite(trace: Trace, output: Any = None) -> None:
-    assert trace.steps > 0, "the scheduler was never stepped"
-    assert not trace.nonfinite_steps, f"non-finite prev_sample at steps {trace.nonfinite_steps}"
-    if output is not None:
-        assert torch.isfinite(torch.as_tensor(np.asarray(output))).all(), "non-finite pipeline output"
 
 
 def assert_ran_to_the_end(pipe, case: Case) -> None:
@@ -247,7 +142,7 @@ def test_ddpm_pipeline_reproducible_and_stateless(ddpm, case):
         first = pipe(num_inference_steps=5, generator=gen(0), output_type="np").images
     assert first.shape == (1, 8, 8, 3)
     assert_finite(trace, first)
-    assert trace.unet_calls == len(full_schedule(case, config, num_inference_steps=5))
+    assert trace.model_calls == len(full_schedule(case, config, num_inference_steps=5))
     assert_ran_to_the_end(pipe, case)
 
     # a second call on the same pipeline and scheduler: nothing leaks from the first run
@@ -285,7 +180,7 @@ def test_sd_txt2img(sd, case):
             ).images
         assert latents.shape == (1, 4, 8, 8)
         assert_finite(trace, latents)
-        assert trace.unet_calls == len(full_schedule(case, config, num_inference_steps=4))
+        assert trace.model_calls == len(full_schedule(case, config, num_inference_steps=4))
         assert_ran_to_the_end(pipe, case)
         outputs[guidance_scale] = latents
     assert not torch.allclose(outputs[1.0], outputs[5.0]), "guidance had no effect"
@@ -309,7 +204,7 @@ def test_sd_custom_timesteps(sd_v, case):
         latents = pipe(PROMPT, timesteps=custom, generator=gen(0), output_type="latent").images
     assert_finite(trace, latents)
     schedule = full_schedule(case, config, timesteps=custom)
-    assert trace.unet_timesteps == schedule
+    assert trace.model_timesteps == schedule
     assert sorted(set(schedule), reverse=True) == custom
     assert_ran_to_the_end(pipe, case)
 
@@ -332,11 +227,11 @@ def test_sd_custom_sigmas(sd_eps, case):
     with traced(pipe) as trace:
         latents = pipe(PROMPT, sigmas=custom, generator=gen(0), output_type="latent").images
     assert_finite(trace, latents)
-    assert trace.unet_timesteps == full_schedule(case, config, sigmas=custom)
+    assert trace.model_timesteps == full_schedule(case, config, sigmas=custom)
     assert_ran_to_the_end(pipe, case)
 
     euler = full_schedule(EULER, config, sigmas=custom)  # [998.8, 795.2, 353.9, 10.4]
-    seen = list(dict.fromkeys(trace.unet_timesteps))  # distinct, in order (order-2 layouts repeat)
+    seen = list(dict.fromkeys(trace.model_timesteps))  # distinct, in order (order-2 layouts repeat)
     np.testing.assert_allclose(seen, euler, rtol=0, atol=1e-2)
 
 
@@ -361,9 +256,9 @@ def test_sd_img2img(img2img, case):
         assert_finite(trace, latents)
         order = pipe.scheduler.order
         expected = strength_schedule(case, config, steps, strength, order)
-        assert trace.unet_timesteps == expected, f"steps={steps} strength={strength}"
+        assert trace.model_timesteps == expected, f"steps={steps} strength={strength}"
         if order == 1:
-            assert trace.unet_calls == min(int(steps * strength), steps)
+            assert trace.model_calls == min(int(steps * strength), steps)
         assert_ran_to_the_end(pipe, case)
 
 
@@ -385,7 +280,7 @@ def test_sd_inpaint_4_channel(inpaint, case, strength):
         ).images
     assert latents.shape == (1, 4, 8, 8)
     assert_finite(trace, latents)
-    assert trace.unet_timesteps == strength_schedule(case, config, 4, strength, pipe.scheduler.order)
+    assert trace.model_timesteps == strength_schedule(case, config, 4, strength, pipe.scheduler.order)
     assert_ran_to_the_end(pipe, case)
 
 
@@ -419,18 +314,18 @@ def test_sdxl_base_to_refiner_handoff(sdxl, case):
 
     schedule = full_schedule(case, base_config, num_inference_steps=steps)
     cutoff = round(1000 - split * 1000)
-    assert base_trace.unet_timesteps == [t for t in schedule if t >= cutoff]
-    assert refiner_trace.unet_timesteps == schedule[len(schedule) - refiner_trace.unet_calls :]
-    assert all(t < cutoff for t in refiner_trace.unet_timesteps[1:])
+    assert base_trace.model_timesteps == [t for t in schedule if t >= cutoff]
+    assert refiner_trace.model_timesteps == schedule[len(schedule) - refiner_trace.model_calls :]
+    assert all(t < cutoff for t in refiner_trace.model_timesteps[1:])
     if base.scheduler.order == 1:
         # the refiner starts exactly where the base stopped: together they run the whole schedule once
-        assert base_trace.unet_timesteps + refiner_trace.unet_timesteps == schedule
-        assert base_trace.unet_calls + refiner_trace.unet_calls == steps
+        assert base_trace.model_timesteps + refiner_trace.model_timesteps == schedule
+        assert base_trace.model_calls + refiner_trace.model_calls == steps
         if case.ours:
-            assert refiner.scheduler.begin_index == base_end == base_trace.unet_calls
+            assert refiner.scheduler.begin_index == base_end == base_trace.model_calls
     else:
         # order 2: the refiner may re-enter at the second copy of a duplicated timestep (diffusers' rule)
-        assert base_trace.unet_calls + refiner_trace.unet_calls - len(schedule) in (0, 1)
+        assert base_trace.model_calls + refiner_trace.model_calls - len(schedule) in (0, 1)
 
 
 # --------------------------------------------------------------------------------------------------

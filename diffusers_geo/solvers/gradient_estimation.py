@@ -67,9 +67,10 @@ def velocity_corrected_epsilon(
 
         eps_bar = eps + (gamma - 1) * (v - v_prev) / (1 + sigma),   v = eps - D,
 
-    since ``(1 + sigma_next) * (s_next - s) = (sigma_next - sigma) / (1 + sigma)``. It differs from the paper's
-    correction (:func:`corrected_epsilon`) by ``(gamma - 1) * (D - D_prev)`` terms; ``gamma = 1`` is DDIM for
-    both. ``eps`` itself on the first step (``velocity_prev`` is ``None``)."""
+    since ``(1 + sigma_next) * (s_next - s) = (sigma_next - sigma) / (1 + sigma)``. After an uncorrected step
+    (a run's second step) ``D - D_prev = -sigma * (eps - eps_prev)``, and this equals the paper's correction
+    (:func:`corrected_epsilon`); from the third step on they differ. ``gamma = 1`` is DDIM for both. ``eps``
+    itself on the first step (``velocity_prev`` is ``None``)."""
     if velocity_prev is None:
         return eps
     return eps + ((gamma - 1) / (1 + sigma)) * ((eps - denoised) - velocity_prev)

@@ -258,7 +258,7 @@ def _flow_truncated_schedule(scheduler, n: int, sigma_start: float, mu: float | 
         return unshift_flow_fractions(s, shift, mu, kind)
 
     full = copy.deepcopy(scheduler)
-    if dynamic and not cfg.get("use_flow_sigmas"):
+    if dynamic and not flow_sigmas:
         full.set_timesteps(sigmas=np.linspace(1.0, 1 / n, n), **extra)  # FluxPipeline's own call
     else:
         full.set_timesteps(n, **extra)

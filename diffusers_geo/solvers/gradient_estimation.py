@@ -53,7 +53,7 @@ def corrected_epsilon(eps: torch.Tensor, eps_prev: torch.Tensor | None, gamma: f
 
 def velocity_corrected_epsilon(
     eps: torch.Tensor,
-    denoised: torch.Tensor,
+    velocity: torch.Tensor,
     velocity_prev: torch.Tensor | None,
     sigma: float,
     gamma: float,
@@ -73,7 +73,7 @@ def velocity_corrected_epsilon(
     itself on the first step (``velocity_prev`` is ``None``)."""
     if velocity_prev is None:
         return eps
-    return eps + ((gamma - 1) / (1 + sigma)) * ((eps - denoised) - velocity_prev)
+    return eps + ((gamma - 1) / (1 + sigma)) * (velocity - velocity_prev)
 
 
 def corrected_denoised(y: torch.Tensor, eps_bar: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -171,9 +171,10 @@ def gradient_estimation_call(
     (:func:`velocity_corrected_epsilon`, ComfyUI's variant); the state then keeps ``v``.
     """
     eps = noise_prediction(y, denoised, sigma)
-    if correction == "velocity":
+    velocity = eps - denoised if correction == "velocity" else None
+    if velocity is not None:
         velocity_prev = None if previous is None else previous.velocity
-        eps_bar = velocity_corrected_epsilon(eps, denoised, velocity_prev, sigma, gamma)
+        eps_bar = velocity_corrected_epsilon(eps, velocity, velocity_prev, sigma, gamma)
     else:
         eps_ref = None if previous is None else previous.eps_at(sigma)
         eps_bar = corrected_epsilon(eps, eps_ref, gamma)
@@ -184,7 +185,6 @@ def gradient_estimation_call(
     )
     injected = None if w is None else eta * w
     x0_bar = denoised if math.isinf(sigma) else corrected_denoised(y, eps_bar, sigma)
-    velocity = eps - denoised if correction == "velocity" else None
     return y_next, x0_bar, GEState(eps, sigma_hat, injected, velocity)
 
 

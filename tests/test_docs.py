@@ -1,0 +1,314 @@
+"""The docs stay true: every ``diffusers-geo`` command in README.md and docs/*.md parses with the real parser,
+every relative link points to a file of the repository, and no link leaves it by ``../``.
+
+The commands are read from shell code blocks (with line continuations, ``NAME="..."`` variables and ``for``
+loops expanded) and from inline code; ``accelerate launch ... -m diffusers_geo.cli`` and ``python -m
+diffusers_geo.cli`` count as ``diffusers-geo``. Placeholders (``<hub id or folder>``), ``sd|ddpm``
+alternatives, ``[--optional]`` brackets and ``...`` are replaced by a plausible value before parsing; a
+command is only parsed, never run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+#: the project's declared home: README links to repository files by this prefix (they must work on PyPI)
+REPO_URL = "https://github.com/diffusers-geo/diffusers-geo/blob/main/"
+REPO_TREE_URL = "https://github.com/diffusers-geo/diffusers-geo/tree/main/"
+
+SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console", "text"}
+#: placeholder words (inside ``<...>``) and the value that stands in for them
+PLACEHOLDERS = {
+    "hub id": "org/model",
+    "folder": "my-model",
+    "dir": "out",
+    "path": "config.json",
+    "names": "ddim,euler",
+    "file": "prompts.txt",
+    "σ": "4",
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    path: Path
+    line: int
+    text: str
+
+    def where(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+def _code_blocks(text: str) -> tuple[list[tuple[int, str, list[str]]], str]:
+    """The fenced blocks as (first line number, language, lines) and the prose with the blocks blanked out
+    (line numbers kept)."""
+    blocks, prose, current, start, language = [], [], None, 0, ""
+    for number, line in enumerate(text.splitlines(), 1):
+        fence = re.match(r"\s*```+\s*([\w-]*)", line)
+        if fence and current is None:
+            current, start, language = [], number + 1, fence.group(1).lower()
+            prose.append("")
+        elif fence:
+            blocks.append((start, language, current))
+            current = None
+            prose.append("")
+        elif current is not None:
+            current.append(line)
+            prose.append("")
+        else:
+            prose.append(line)
+    return blocks, "\n".join(prose)
+
+
+def _strip_comment(line: str) -> str:
+    """The line without its ``# comment`` (a ``#`` at the start or after a blank, outside quotes)."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
+
+
+def _shell_commands(start: int, lines: list[str]) -> list[tuple[int, str]]:
+    """The simple commands of a shell block as (line number, text): continuations joined, comments dropped,
+    ``NAME=value`` variables and each ``for name in a b; do`` loop's first value substituted."""
+    logical: list[tuple[int, str]] = []
+    pending, first = "", 0
+    for offset, raw in enumerate(lines):
+        line = _strip_comment(raw).rstrip()
+        if not pending:
+            first = start + offset
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append((first, pending + line))
+        pending = ""
+    if pending:
+        logical.append((first, pending))
+
+    variables: dict[str, str] = {}
+    commands = []
+    for number, line in logical:
+        for part in re.split(r"\s*(?:&&|\|\||;)\s*|\s+\|\s+", line):
+            part = part.strip()
+            loop = re.match(r"for\s+(\w+)\s+in\s+(\S+)", part)
+            assignment = re.fullmatch(r"(\w+)=(\"[^\"]*\"|'[^']*'|\S*)", part)
+            if loop:
+                variables[loop.group(1)] = loop.group(2)
+            elif assignment:
+                variables[assignment.group(1)] = assignment.group(2).strip("\"'")
+            elif part and part not in ("do", "done", "then", "fi"):
+                part = re.sub(r"^do\s+", "", part)
+                commands.append((number, " ".join(_expand(part, variables).split())))
+    return commands
+
+
+def _expand(text: str, variables: dict[str, str]) -> str:
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m.group(1), m.group(0)), text)
+
+
+def _inline_spans(prose: str) -> list[tuple[int, str]]:
+    """Inline code spans as (line number, text); a span may wrap onto the next line of its paragraph."""
+    spans = []
+    for match in re.finditer(r"(?<!`)`([^`]+)`(?!`)", prose):
+        if "\n\n" not in match.group(1):
+            spans.append((prose.count("\n", 0, match.start()) + 1, " ".join(match.group(1).split())))
+    return spans
+
+
+def commands_in(path: Path) -> list[Command]:
+    """Every ``diffusers-geo`` command line of a Markdown file."""
+    text = path.read_text(encoding="utf-8")
+    blocks, prose = _code_blocks(text)
+    found = []
+    for start, language, lines in blocks:
+        if language in SHELL_LANGUAGES:
+            found += [Command(path, n, c) for n, c in _shell_commands(start, lines) if _is_ours(c)]
+    found += [Command(path, n, c) for n, c in _inline_spans(prose) if _is_ours(c)]
+    return found
+
+
+def _is_ours(text: str) -> bool:
+    return bool(re.search(r"(^|\s)diffusers-geo\s+[a-z]|-m\s+diffusers_geo\.cli\b", text))
+
+
+# ---------------------------------------------------------------------------------------------------- argv
+
+
+def _placeholder(match: re.Match) -> str:
+    words = match.group(1)
+    for key, value in PLACEHOLDERS.items():
+        if key in words:
+            return value
+    return "x"
+
+
+def argv_variants(text: str) -> list[list[str]]:
+    """The argument lists one documented command stands for (one per ``a|b`` alternative)."""
+    text = re.sub(r"<([^<>]+)>", _placeholder, text)
+    text = re.sub(r"\[(--[^\[\]]+)\]", r"\1", text)  # `[--sigma-start σ_T]`: the optional part, given
+    tokens = shlex.split(text)
+    for i, token in enumerate(tokens):
+        if token == "diffusers-geo" or (token == "diffusers_geo.cli" and i and tokens[i - 1] == "-m"):
+            tokens = tokens[i + 1 :]
+            break
+    else:
+        raise AssertionError(f"no diffusers-geo command in {text!r}")
+    # `...`: "the rest as above"; an option followed by it gets a stand-in value
+    tokens = [re.sub(r"/\.\.\.$", "", t) for t in tokens]
+    argv = []
+    for i, token in enumerate(tokens):
+        if token == "...":
+            if i and tokens[i - 1].startswith("--"):
+                argv.append("x")
+            continue
+        argv.append(token)
+    alternatives = max((t.count("|") + 1 for t in argv), default=1)
+    return [
+        [t.split("|")[min(k, t.count("|"))] if "|" in t else t for t in argv] for k in range(alternatives)
+    ]
+
+
+def _parse(argv: list[str]) -> str | None:
+    """None when the real parser accepts ``argv``, else what it printed on refusing it."""
+    from diffusers_geo.cli import build_parser
+
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            return (
+                stderr.getvalue().strip().splitlines()[-1]
+                if stderr.getvalue().strip()
+                else f"exit {exit_.code}"
+            )
+    return None
+
+
+ALL_COMMANDS = [command for path in DOCS for command in commands_in(path)]
+
+
+def test_the_docs_hold_commands_of_every_kind():
+    # the reader is not silently finding nothing: code blocks, loops with variables, inline code, accelerate
+    texts = " ".join(c.text for c in ALL_COMMANDS)
+    assert len(ALL_COMMANDS) > 50
+    assert "diffusers-geo bench --nfe 5,8,12" in texts  # `$B ...` inside a `for` loop, expanded
+    assert "-m diffusers_geo.cli" in texts
+    assert {c.path.name for c in ALL_COMMANDS} >= {"README.md", "benchmark.md", "eval.md", "gits.md"}
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=Command.where)
+def test_documented_command_parses(command):
+    for argv in argv_variants(command.text):
+        if len(argv) == 1:  # `diffusers-geo gits` names the command in prose: it must exist
+            argv = [*argv, "--help"]
+        error = _parse(argv)
+        assert error is None, f"{command.where()}: `{command.text}` does not parse ({error}); argv {argv}"
+
+
+def test_a_broken_command_is_reported_with_its_file_and_line(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        'Intro.\n\n```bash\nB="diffusers-geo bench --nfe 5"\nfor c in sd ddpm; do\n'
+        "  $B --config $c \\\n    --no-such-option\ndone\n```\n\nInline `diffusers-geo eval --threads 1`.\n",
+        encoding="utf-8",
+    )
+    found = [(c.line, c.text) for c in commands_in(page)]
+    assert found == [
+        (6, "diffusers-geo bench --nfe 5 --config sd --no-such-option"),
+        (11, "diffusers-geo eval --threads 1"),
+    ]
+    broken, fine = (argv_variants(text)[0] for _, text in found)
+    assert "--no-such-option" in _parse(broken)
+    assert _parse(fine) is None
+
+
+def test_placeholders_alternatives_and_accelerate_are_understood():
+    assert argv_variants("diffusers-geo bench --config sd3|flux --problem all") == [
+        ["bench", "--config", "sd3", "--problem", "all"],
+        ["bench", "--config", "flux", "--problem", "all"],
+    ]
+    assert argv_variants(
+        "accelerate launch --num_processes 4 -m diffusers_geo.cli gits --model <hub id or folder>"
+    ) == [["gits", "--model", "org/model"]]
+    assert argv_variants("diffusers-geo eval ... --nfe 4,5 --resume") == [
+        ["eval", "--nfe", "4,5", "--resume"]
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------- links
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def links_in(path: Path) -> list[tuple[int, str]]:
+    """Markdown links outside code as (line number, target)."""
+    _, prose = _code_blocks(path.read_text(encoding="utf-8"))
+    prose = re.sub(r"`[^`\n]*`", lambda m: " " * len(m.group(0)), prose)
+    return [(prose.count("\n", 0, m.start()) + 1, m.group(1)) for m in LINK.finditer(prose)]
+
+
+def _repo_path(path: Path, target: str) -> Path | None:
+    """The repository file a link names, or None for an external link or a pure anchor."""
+    target = unquote(target.split("#", 1)[0])
+    for prefix in (REPO_URL, REPO_TREE_URL):
+        if target.startswith(prefix):
+            return ROOT / target[len(prefix) :]
+    if not target or re.match(r"[a-z][a-z0-9+.-]*:", target):
+        return None
+    return (path.parent / target).resolve()
+
+
+ALL_LINKS = [(path, line, target) for path in DOCS for line, target in links_in(path)]
+
+
+@pytest.mark.parametrize("path,line,target", ALL_LINKS, ids=[f"{p.name}:{n}" for p, n, _ in ALL_LINKS])
+def test_link_points_to_a_file_of_the_repository(path, line, target):
+    where = f"{path.relative_to(ROOT)}:{line}"
+    resolved = _repo_path(path, target)
+    if resolved is None:
+        return
+    assert resolved.is_relative_to(ROOT), f"{where}: {target} points outside the repository"
+    assert resolved.exists(), f"{where}: {target} names {resolved.relative_to(ROOT)}, which does not exist"
+
+
+def test_no_page_names_a_path_outside_the_repository():
+    # a `../` path in a link or in inline code that climbs out of the clone is dead for every reader
+    outside = []
+    for path in DOCS:
+        _, prose = _code_blocks(path.read_text(encoding="utf-8"))
+        for match in re.finditer(r"(?:\.\./)+[\w./-]*", prose):
+            if not (path.parent / match.group(0)).resolve().is_relative_to(ROOT):
+                outside.append(
+                    f"{path.relative_to(ROOT)}:{prose.count(chr(10), 0, match.start()) + 1}: {match.group(0)}"
+                )
+    assert not outside, outside
+
+
+def test_readme_links_to_repository_files_are_absolute():
+    # the README is the package index's front page, where a relative `docs/...` link is dead
+    relative = [
+        (n, t)
+        for n, t in links_in(ROOT / "README.md")
+        if _repo_path(ROOT / "README.md", t) and "://" not in t
+    ]
+    assert not relative, f"README.md links by relative path (use {REPO_URL}<path>): {relative}"

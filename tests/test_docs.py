@@ -312,3 +312,30 @@ def test_readme_links_to_repository_files_are_absolute():
         if _repo_path(ROOT / "README.md", t) and "://" not in t
     ]
     assert not relative, f"README.md links by relative path (use {REPO_URL}<path>): {relative}"
+
+
+BENCH_COMMANDS = [c for c in ALL_COMMANDS if argv_variants(c.text)[0][:1] == ["bench"]]
+
+
+@pytest.mark.parametrize("command", BENCH_COMMANDS, ids=Command.where)
+def test_documented_bench_schedulers_exist_with_their_options(command):
+    # parsing accepts any --schedulers text; a renamed option (`er-sde:noise=...`) or sampler would only fail
+    # when run, so each name is built here for the command's --config, as bench builds it
+    from diffusers_geo.bench.problems import CONFIGS, load_config
+    from diffusers_geo.cli import build_parser
+    from diffusers_geo.registry import make_scheduler, resolve_names
+
+    for argv in argv_variants(command.text):
+        args = build_parser().parse_args(argv)
+        if args.list or args.config not in CONFIGS:  # `--list`, or a `<path>` placeholder
+            continue
+        config = load_config(args.config, args.prediction)
+        flow = config["prediction_type"] == "flow_prediction"
+        parts = ["flow-all" if flow and p.strip() == "all" else p.strip() for p in args.schedulers.split(",")]
+        for name in resolve_names(",".join(p for p in parts if p != "...")):  # `a,b,...`: and more
+            try:
+                make_scheduler(name, config)
+            except (ValueError, TypeError) as err:
+                raise AssertionError(
+                    f"{command.where()}: {name!r} with --config {args.config}: {err}"
+                ) from err

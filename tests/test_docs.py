@@ -339,3 +339,60 @@ def test_documented_bench_schedulers_exist_with_their_options(command):
                 raise AssertionError(
                     f"{command.where()}: {name!r} with --config {args.config}: {err}"
                 ) from err
+
+
+# ---------------------------------------------------------------------------------------------------- docstrings
+
+#: how a benchmark result reads in prose: "0.74x the best", "2.1× lower", "9 % more error", "FD 0.45", "90 s
+#: instead of"; equations (``1 - sigma_next / sigma``), defaults (``coeff=1.2``) and sizes (8×8) do not match
+BENCHMARK_NUMBER = re.compile(
+    r"\b\d+(?:\.\d+)?(?:\s?[-–]\s?\d+(?:\.\d+)?)?\s?[x×]\s+(?:the|lower|higher|better|worse|faster|slower|over|"
+    r"less|more|of)\b"
+    r"|\b\d+(?:\.\d+)?\s?%\s+(?:more|less|lower|higher|worse|better|error|faster|slower)\b"
+    r"|\b(?:FD|RMSE|FID)\s+(?:of\s+)?\d+\.\d+"
+    r"|\b\d+(?:\.\d+)?\s?s\s+instead\s+of\b",
+    re.IGNORECASE,
+)
+
+
+def _docstrings_and_attribute_comments(path: Path) -> list[tuple[int, str]]:
+    import ast
+
+    source = path.read_text(encoding="utf-8")
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(getattr(body[0], "value", None), ast.Constant)
+            ):
+                if isinstance(body[0].value.value, str):
+                    found.append((body[0].lineno, body[0].value.value))
+    found += [(n, line) for n, line in enumerate(source.splitlines(), 1) if line.strip().startswith("#:")]
+    return found
+
+
+def test_docstrings_quote_no_benchmark_numbers():
+    # a measured number in a docstring goes stale the day a default moves: it belongs on a docs/ page
+    quoted = []
+    for path in sorted((ROOT / "diffusers_geo").rglob("*.py")):
+        for line, text in _docstrings_and_attribute_comments(path):
+            quoted += [
+                f"{path.relative_to(ROOT)}:{line}: {m.group(0)!r}" for m in BENCHMARK_NUMBER.finditer(text)
+            ]
+    assert not quoted, "link to the docs page that holds the number instead: " + "; ".join(quoted)
+
+
+def test_the_benchmark_number_pattern_is_not_blind():
+    hits = [
+        "0.39-0.48x the best deterministic built-in",
+        "2.1× lower ODE error",
+        "9-24 % more ODE error",
+        "FD 0.45",
+        "90 s instead of 2 s",
+    ]
+    misses = ["``1 - sigma_next / sigma``", "coeff=1.2", "8×8 digits", "within 2%", "NFE 5-10", "0.01^2"]
+    assert all(BENCHMARK_NUMBER.search(text) for text in hits)
+    assert not [text for text in misses if BENCHMARK_NUMBER.search(text)]

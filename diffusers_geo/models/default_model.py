@@ -97,8 +97,8 @@ def _features(images: torch.Tensor) -> torch.Tensor:
 def _classifier(size: int):
     """A logistic-regression digits classifier on the 8×8 features of the ``size``-pixel digits.
 
-    Fitted on one BLAS thread: on a busy 2-core machine OpenBLAS's spinning threads made this fit take
-    90 s instead of 2 s (measured).
+    Fitted on one BLAS thread: on a busy machine OpenBLAS's spinning threads make this small fit many times
+    slower.
     """
     from sklearn.linear_model import LogisticRegression  # optional dependency, imported when used
     from threadpoolctl import threadpool_limits  # optional dependency, imported when used

@@ -56,14 +56,14 @@ class ERSDEScheduler(GeoScheduler):
         s_noise: multiplies the injected noise (1 keeps the marginals exact; 0 keeps phi's drift but adds
             no noise, which is *not* the ODE unless phi = sigma).
         quadrature: rule for the integrals I1, I2 of the order-2/3 coefficients: ``"riemann-100"`` (the
-            official code's left Riemann sum), ``"riemann-200"`` (ComfyUI's), ``"gauss-legendre"`` (32
-            points in log sigma, exact to round-off). Default ``"gauss-legendre"``: measured against adaptive
-            quadrature on the paper's 20-step EDM grid, the Riemann rules are off by up to ~1 % (C1) and ~6 %
-            (C2) with 100 points and half that with 200, while Gauss-Legendre agrees to 1e-9
-            (``tests/test_er_sde.py::test_quadrature_rules``); the coefficients are computed once in
-            ``set_timesteps``, so accuracy costs nothing at sampling time. On the exact-denoiser benchmark the
-            gain in image quality is inside the seed noise (``docs/er_sde.md``): the rule matters for fidelity
-            to the equations. Use the Riemann rules only to reproduce the official code or ComfyUI.
+            official code's left Riemann sum), ``"riemann-200"`` (ComfyUI's), ``"gauss-legendre"`` (32 points
+            in log sigma, exact to round-off). Default ``"gauss-legendre"``: the Riemann rules are first-order
+            accurate, Gauss-Legendre agrees with adaptive quadrature to 1e-9 (each rule's error on the paper's
+            grid: ``docs/er_sde.md``, checked by ``tests/test_er_sde.py::test_quadrature_rules``); the
+            coefficients are computed once in ``set_timesteps``, so accuracy costs nothing at sampling time.
+            On the exact-denoiser benchmark the gain in image quality is inside the seed noise
+            (``docs/er_sde.md``): the rule matters for fidelity to the equations. Use the Riemann rules only
+            to reproduce the official code or ComfyUI.
         **base_config: every option of :class:`GeoScheduler` (schedule, spacing, Karras sigmas, prediction
             type, ``final_sigmas_type``, ...).
 
@@ -74,8 +74,8 @@ class ERSDEScheduler(GeoScheduler):
     (``docs/er_sde.md``).
     """
 
-    #: on flow models: worst case over the benchmark suite (SD3 config, NFE 5-10) 1.04x the best stochastic
-    #: built-in's FD with "trailing" against 2.21x with "linspace" (docs/flow_matching.md)
+    #: on flow models: "trailing" has a lower worst case than "linspace" over the benchmark suite, relative to
+    #: the best stochastic built-in's FD (the table of worst cases: docs/flow_matching.md)
     flow_defaults = {"timestep_spacing": "trailing"}
 
     options = {

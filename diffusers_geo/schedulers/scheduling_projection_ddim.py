@@ -33,9 +33,9 @@ class ProjectionDDIMScheduler(GeoScheduler):
 
     Args:
         gamma: the correction weight (> 0). 1 is DDIM, 2 the paper's default ("best across many datasets and
-            numbers of steps"). Kept as the default by measurement (``docs/bench_projection_ddim.md``): on
-            our benchmark 2 has the lowest ODE error at NFE 5-6 on both configs (at every NFE on the pixel
-            config); 1.75 trades some of it for a lower Frechet distance at NFE 8-10.
+            numbers of steps"). Kept as the default by measurement: on our benchmark it has the lowest ODE
+            error at the smallest budgets; 1.75 trades some of it for a lower Frechet distance at larger ones
+            (the tables: ``docs/bench_projection_ddim.md``).
         mu: noise injection in [0, 1) (Appendix A): 0 is deterministic, 1/2 is DDPM-like (equal to
             Euler-ancestral for ``gamma = 1``). Uses ``generator`` / ``variance_noise`` of ``step``. With
             ``mu > 0`` the correction compares the new eps with the one the previous step implies at the new
@@ -45,21 +45,22 @@ class ProjectionDDIMScheduler(GeoScheduler):
             ``start_sigma``, every sigma snapped up to a trained timestep; on a flow-matching model from the
             first level after pure noise, :func:`~diffusers_geo.schedules.log_linear.flow_log_linear_sigmas`)
             or ``"spacing"`` (the shared ``timestep_spacing``; the default on flow models, see
-            ``flow_defaults``: the log-linear schedule has 0.39-0.48x the best deterministic built-in's ODE
-            error on the mixture problem but 1.6x on the trained flow model at NFE 4, ``docs/flow_matching.md``). ``use_karras_sigmas`` / ``use_exponential_sigmas`` / ``use_beta_sigmas``,
-            when set, take precedence, and custom ``timesteps=`` / ``sigmas=`` are always used as given.
+            ``flow_defaults``: the log-linear schedule wins on the benign mixture problem but loses on a
+            trained flow model, ``docs/flow_matching.md``). ``use_karras_sigmas`` / ``use_exponential_sigmas``
+            / ``use_beta_sigmas``, when set, take precedence, and custom ``timesteps=`` / ``sigmas=`` are
+            always used as given.
         start_sigma: first sigma of the log-linear schedule. ``None`` (default): the model's largest sigma,
             capped at 40, the paper's CIFAR-10 start (``DEFAULT_START_SIGMA_CAP``): 14.6 for Stable Diffusion
             betas, 40 for the pixel DDPM betas (sigma_max 157). The paper's other starts are 8.35 (Stable
             Diffusion) and 80 (CelebA). Chosen by measurement on the benchmark: above 40 the noised data is
-            still Gaussian to within the sampling noise, and skipping 157 -> 40 lowers the ODE error at NFE
-            5-6 and the Frechet distance at NFE 5 (``docs/projection_ddim.md``); a start below sigma_max on Stable
-            Diffusion betas (8.35) costs distribution accuracy, since N(0, I) no longer matches the noised
-            data there.
+            still Gaussian to within the sampling noise, and skipping the levels above 40 lowers the ODE error
+            and the Frechet distance at the smallest budgets (``docs/projection_ddim.md``); a start below
+            sigma_max on Stable Diffusion betas (8.35) costs distribution accuracy, since N(0, I) no longer
+            matches the noised data there.
         log_linear_end: last sigma at which the model is called: ``"geometric-mean"`` (default,
-            ``sqrt(sigma(T // N) * sigma(0))``, the paper's CIFAR-10/CelebA schedule; about half the ODE error
-            of ``"ddim"`` at NFE 5 on both benchmark configs) or ``"ddim"`` (``sigma(T // N)``, the authors'
-            diffusers scheduler for Stable Diffusion).
+            ``sqrt(sigma(T // N) * sigma(0))``, the paper's CIFAR-10/CelebA schedule; lower ODE error than
+            ``"ddim"`` at few steps on both benchmark configs, ``docs/bench_projection_ddim.md``) or
+            ``"ddim"`` (``sigma(T // N)``, the authors' diffusers scheduler for Stable Diffusion).
         correction: what eq. 12 blends. ``"noise"`` (default, the paper's): the noise prediction ``eps``.
             ``"velocity"`` (flow-matching models only, ``mu = 0``): the flow velocity ``v = eps - D`` in the
             model's own coordinates, as ComfyUI's ``gradient_estimation`` does on flow models
@@ -67,8 +68,7 @@ class ProjectionDDIMScheduler(GeoScheduler):
             ComfyUI's samples on the same sigmas and noise (``scripts/comfyui_parity.py``). On
             variance-preserving models ComfyUI samples in sigma coordinates, where its correction is the
             paper's. Kept as an option by measurement: on the flow benchmark's images problem ``"velocity"``
-            has 9-24 % more ODE error than ``"noise"`` at NFE 5-10 (SD3 and Flux), elsewhere within 3 %
-            (``docs/flow_matching.md``).
+            has more ODE error than ``"noise"``, elsewhere about the same (``docs/flow_matching.md``).
 
     The last step goes to ``final_sigmas_type``. ``"zero"`` (default) jumps to sigma = 0 and returns the
     denoiser output ``D`` of the last model call, without the correction (as ComfyUI's
@@ -78,10 +78,9 @@ class ProjectionDDIMScheduler(GeoScheduler):
     :class:`GeoScheduler`.
     """
 
-    #: on flow models the pipeline's spacing, Flux's "trailing": worst case over the benchmark suite and the
-    #: trained flow model 1.56x the best deterministic built-in's ODE error (0.87x on the trained model at
-    #: NFE 4), against 1.67x for the log-linear schedule, which wins on the benign mixture (0.39-0.48x) but
-    #: loses on the trained model (1.6x at NFE 4) (docs/flow_matching.md)
+    #: on flow models the pipeline's spacing, Flux's "trailing": the lower worst case over the benchmark suite
+    #: and the trained flow model; the log-linear schedule wins on the benign mixture but loses on the trained
+    #: model (the table of worst cases: docs/flow_matching.md)
     flow_defaults = {"timestep_spacing": "trailing", "schedule": "spacing"}
 
     options = {

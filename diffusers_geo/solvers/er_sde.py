@@ -158,7 +158,7 @@ def quadrature_nodes(lam_t: float, lam_s: float, rule: str) -> tuple[np.ndarray,
 
     * ``"riemann-100"`` / ``"riemann-200"``: the left Riemann sums of the official code (100 points) and
       ComfyUI (200 points): nodes ``lam_t + k/n (lam_s - lam_t)``, ``k = 0..n-1``. They are first-order
-      accurate: about 1 % error on ``C1`` and 6 % on ``C2`` at 100 points on a 20-step Karras grid.
+      accurate (their errors on the paper's 20-step Karras grid: ``docs/er_sde.md``).
     * ``"gauss-legendre"``: 32-point Gauss-Legendre in ``u = log l`` (``dl = l du``), where the integrands
       ``l / phi(l)`` are smooth; exact to round-off for every built-in ``phi`` on the grids we use.
     """

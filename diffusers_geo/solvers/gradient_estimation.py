@@ -163,8 +163,8 @@ def gradient_estimation_call(
     ``eps_ref = eps_{k+1}``, the paper's correction. With noise injection the previous raw eps is *not* an
     estimate of the same vector: the step moved ``y`` to ``sigma_hat`` and added ``eta * w``, so even an
     unchanged denoiser gives ``eps_k = (sigma_hat eps_{k+1} + eta w) / sigma_k``; correcting against the raw
-    ``eps_{k+1}`` extrapolates the injected noise with ``gamma`` and diverges at few steps (the Fréchet
-    distance grew 5-10x over DDIM with the same ``mu`` on the benchmark). Against ``eps_ref`` the correction
+    ``eps_{k+1}`` extrapolates the injected noise with ``gamma`` and diverges at few steps (the FD against
+    the fixed correction: ``docs/projection_ddim.md``). Against ``eps_ref`` the correction
     measures only the change of the denoiser, as in the deterministic case (``docs/projection_ddim.md``).
 
     ``correction="velocity"`` (deterministic only) blends a flow model's velocity ``v = eps - D`` instead

@@ -396,3 +396,36 @@ def test_the_benchmark_number_pattern_is_not_blind():
     misses = ["``1 - sigma_next / sigma``", "coeff=1.2", "8×8 digits", "within 2%", "NFE 5-10", "0.01^2"]
     assert all(BENCHMARK_NUMBER.search(text) for text in hits)
     assert not [text for text in misses if BENCHMARK_NUMBER.search(text)]
+
+
+def _anchors(path: Path) -> set[str]:
+    """The heading anchors GitHub gives a page: lower case, inline markup dropped, punctuation but ``-`` and
+    ``_`` removed, blanks to ``-``, a repeated anchor suffixed ``-1``, ``-2``, ..."""
+    blocks_removed = _code_blocks(path.read_text(encoding="utf-8"))[1]
+    anchors: set[str] = set()
+    repeats: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", blocks_removed, flags=re.MULTILINE):
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).replace("`", "").lower()
+        slug = re.sub(r"\s", "-", re.sub(r"[^\w\s-]", "", text))
+        if slug in anchors:
+            repeats[slug] = repeats.get(slug, 0) + 1
+            slug = f"{slug}-{repeats[slug]}"
+        anchors.add(slug)
+    return anchors
+
+
+ANCHORED = [
+    (p, n, t) for p, n, t in ALL_LINKS if "#" in t and _repo_path(p, t) and _repo_path(p, t).suffix == ".md"
+]
+
+
+@pytest.mark.parametrize("path,line,target", ANCHORED, ids=[f"{p.name}:{n}" for p, n, _ in ANCHORED])
+def test_link_anchor_names_a_heading(path, line, target):
+    page, anchor = _repo_path(path, target), target.split("#", 1)[1]
+    assert anchor in _anchors(page), f"{path.relative_to(ROOT)}:{line}: no heading #{anchor} in {page.name}"
+
+
+def test_anchors_follow_github():
+    page = ROOT / "docs" / "eval.md"
+    assert "on-a-larger-trained-network-15-m-parameters" in _anchors(page)
+    assert "diffusers-geo-eval-which-sampler-and-how-many-steps-for-your-model" in _anchors(page)

@@ -429,3 +429,31 @@ def test_anchors_follow_github():
     page = ROOT / "docs" / "eval.md"
     assert "on-a-larger-trained-network-15-m-parameters" in _anchors(page)
     assert "diffusers-geo-eval-which-sampler-and-how-many-steps-for-your-model" in _anchors(page)
+
+
+def _python_imports() -> list[tuple[str, str, list[str]]]:
+    """``from diffusers_geo... import a, b`` lines of the pages' Python blocks as (where, module, names)."""
+    found = []
+    for path in DOCS:
+        blocks, _ = _code_blocks(path.read_text(encoding="utf-8"))
+        for start, language, lines in blocks:
+            if language not in ("python", "py"):
+                continue
+            for offset, line in enumerate(lines):
+                match = re.match(r"\s*from\s+(diffusers_geo[\w.]*)\s+import\s+([\w\s,]+?)\s*(?:#.*)?$", line)
+                if match:
+                    names = [n.strip() for n in match.group(2).split(",") if n.strip()]
+                    found.append((f"{path.relative_to(ROOT)}:{start + offset}", match.group(1), names))
+    return found
+
+
+def test_python_examples_import_names_that_exist():
+    import importlib
+
+    imports = _python_imports()
+    assert imports
+    missing = []
+    for where, module, names in imports:
+        loaded = importlib.import_module(module)
+        missing += [f"{where}: {module}.{n}" for n in names if not hasattr(loaded, n)]
+    assert not missing, missing

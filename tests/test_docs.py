@@ -1,5 +1,7 @@
-"""The docs stay true: every ``diffusers-geo`` command in README.md and docs/*.md parses with the real parser,
-every relative link points to a file of the repository, and no link leaves it by ``../``.
+"""The docs stay true: every ``diffusers-geo`` command in README.md and docs/*.md parses with the real parser
+(and a ``bench`` command's sampler names build), every link to the repository names a file and heading that
+exist, no page names a path outside the repository, the Python examples import names that exist, and no
+docstring quotes a benchmark number (those live on the docs pages, which go with their commands).
 
 The commands are read from shell code blocks (with line continuations, ``NAME="..."`` variables and ``for``
 loops expanded) and from inline code; ``accelerate launch ... -m diffusers_geo.cli`` and ``python -m
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import re
 import shlex
 from dataclasses import dataclass
@@ -88,7 +91,7 @@ def _strip_comment(line: str) -> str:
 
 def _shell_commands(start: int, lines: list[str]) -> list[tuple[int, str]]:
     """The simple commands of a shell block as (line number, text): continuations joined, comments dropped,
-    ``NAME=value`` variables and each ``for name in a b; do`` loop's first value substituted."""
+    ``NAME=value`` variables substituted, a ``for name in a b; do ... done`` body once per value."""
     logical: list[tuple[int, str]] = []
     pending, first = "", 0
     for offset, raw in enumerate(lines):
@@ -104,19 +107,27 @@ def _shell_commands(start: int, lines: list[str]) -> list[tuple[int, str]]:
         logical.append((first, pending))
 
     variables: dict[str, str] = {}
+    loops: list[tuple[str, list[str]]] = []  # the enclosing `for` loops: each body runs once per value
     commands = []
     for number, line in logical:
         for part in re.split(r"\s*(?:&&|\|\||;)\s*|\s+\|\s+", line):
             part = part.strip()
-            loop = re.match(r"for\s+(\w+)\s+in\s+(\S+)", part)
+            loop = re.match(r"for\s+(\w+)\s+in\s+(.+)", part)
             assignment = re.fullmatch(r"(\w+)=(\"[^\"]*\"|'[^']*'|\S*)", part)
             if loop:
-                variables[loop.group(1)] = loop.group(2)
+                loops.append((loop.group(1), loop.group(2).split()))
             elif assignment:
                 variables[assignment.group(1)] = assignment.group(2).strip("\"'")
-            elif part and part not in ("do", "done", "then", "fi"):
+            elif part == "done":
+                loops.pop()
+            elif part and part not in ("do", "then", "fi"):
                 part = re.sub(r"^do\s+", "", part)
-                commands.append((number, " ".join(_expand(part, variables).split())))
+                for values in itertools.product(*(v for _, v in loops)):
+                    scope = {
+                        **variables,
+                        **{name: value for (name, _), value in zip(loops, values, strict=True)},
+                    }
+                    commands.append((number, " ".join(_expand(part, scope).split())))
     return commands
 
 
@@ -235,9 +246,10 @@ def test_a_broken_command_is_reported_with_its_file_and_line(tmp_path):
     found = [(c.line, c.text) for c in commands_in(page)]
     assert found == [
         (6, "diffusers-geo bench --nfe 5 --config sd --no-such-option"),
+        (6, "diffusers-geo bench --nfe 5 --config ddpm --no-such-option"),
         (11, "diffusers-geo eval --threads 1"),
     ]
-    broken, fine = (argv_variants(text)[0] for _, text in found)
+    broken, _, fine = (argv_variants(text)[0] for _, text in found)
     assert "--no-such-option" in _parse(broken)
     assert _parse(fine) is None
 
@@ -314,7 +326,18 @@ def test_readme_links_to_repository_files_are_absolute():
     assert not relative, f"README.md links by relative path (use {REPO_URL}<path>): {relative}"
 
 
-BENCH_COMMANDS = [c for c in ALL_COMMANDS if argv_variants(c.text)[0][:1] == ["bench"]]
+def _subcommand(command: Command) -> str | None:
+    try:
+        return argv_variants(command.text)[0][0]
+    except (
+        ValueError,
+        IndexError,
+        AssertionError,
+    ):  # unbalanced quotes and the like: the parse test reports it
+        return None
+
+
+BENCH_COMMANDS = [c for c in ALL_COMMANDS if _subcommand(c) == "bench"]
 
 
 @pytest.mark.parametrize("command", BENCH_COMMANDS, ids=Command.where)

@@ -45,7 +45,7 @@ from .schedulers.options import Bool, Choice, Int, Real
 from .schedulers.scheduling_geometric_heun import GeometricHeunScheduler
 from .schedules import karras_sigmas, training_schedule
 from .schedules.flow import noise_fraction, whole_schedule_options
-from .solvers.arguments import Instance, Numbers, Shape
+from .solvers.arguments import GENERATOR, MAPPING, PATH, Instance, Numbers, Shape
 from .solvers.gits import COST_METRICS, JUMPS, afs_noise_scale, gits_dynamic_program, jump_costs
 
 GRIDS = ("timesteps", "karras")
@@ -53,9 +53,6 @@ GRIDS = ("timesteps", "karras")
 GITS_SCHEDULE_NAME = "gits_schedule.json"
 FORMAT = "diffusers_geo.GITSSchedule"
 logger = logging.get_logger(__name__)
-_PATH = Instance((str, os.PathLike), "a path (str or os.PathLike)")
-_MAPPING = Instance(Mapping, "a mapping (dict)", optional=True)
-_GENERATOR = Instance(torch.Generator, "a torch.Generator", optional=True)
 
 
 @dataclass
@@ -157,14 +154,14 @@ class GITSSchedule:
 
     def save(self, path: str | Path) -> Path:
         """Write the schedule (and how it was searched) as JSON."""
-        path = Path(_PATH("path", path))
+        path = Path(PATH("path", path))
         path.write_text(json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> GITSSchedule:
         """Read a schedule written by :meth:`save` (or a ``gits_schedule.json`` of :meth:`save_pretrained`)."""
-        return cls.from_dict(_read_json(Path(_PATH("path", path))), str(path))
+        return cls.from_dict(_read_json(Path(PATH("path", path))), str(path))
 
     def save_pretrained(
         self, save_directory: str | os.PathLike, scheduler=None, push_to_hub: bool = False, **kwargs: Any
@@ -184,7 +181,7 @@ class GITSSchedule:
                 ``create_pr`` and ``subfolder`` from ``kwargs``. :meth:`push_to_hub` does the same from a
                 temporary folder.
         """
-        _PATH("save_directory", save_directory)
+        PATH("save_directory", save_directory)
         Bool()("push_to_hub", push_to_hub)
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory must be a folder, but {save_directory} is a file.")
@@ -260,7 +257,7 @@ class GITSSchedule:
         ``pretrained_model_name_or_path`` may also be the JSON file itself. The other arguments are those of
         :func:`huggingface_hub.hf_hub_download` (Hub only).
         """
-        name = os.fspath(_PATH("pretrained_model_name_or_path", pretrained_model_name_or_path))
+        name = os.fspath(PATH("pretrained_model_name_or_path", pretrained_model_name_or_path))
         Instance(str, "a str (a folder inside the repository)", optional=True)("subfolder", subfolder)
         Bool()("local_files_only", local_files_only)
         Bool()("force_download", force_download)
@@ -493,7 +490,7 @@ def gits_schedule(
         a :class:`GITSSchedule`.
     """
     Int()("num_inference_steps", num_inference_steps)  # its range depends on teacher_steps: below
-    _MAPPING("scheduler_config", scheduler_config)
+    MAPPING("scheduler_config", scheduler_config)
     Shape(optional=True)("sample_shape", sample_shape)
     Int(1)("num_warmup", num_warmup)
     Int(2)("teacher_steps", teacher_steps)
@@ -504,8 +501,8 @@ def gits_schedule(
     Bool()("analytic_first_step", analytic_first_step)
     Int(1)("batch_size", batch_size)
     Int(optional=True)("seed", seed)
-    _GENERATOR("generator", generator)
-    _MAPPING("model_kwargs", model_kwargs)
+    GENERATOR("generator", generator)
+    MAPPING("model_kwargs", model_kwargs)
     Bool()("progress", progress)
     Real(optional=True)("mu", mu)
     if seed is not None and generator is not None:

@@ -8,7 +8,8 @@ what is expected. They live in the lowest layer so that the solvers' own entry p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -151,6 +152,12 @@ class Tensor:
         ):
             raise ValueError(f"{name} contains NaN or inf; pass finite values.")
         return value
+
+
+#: the checks most entry points share
+GENERATOR = Instance(torch.Generator, "a torch.Generator", optional=True)
+PATH = Instance((str, os.PathLike), "a path (str or os.PathLike)")
+MAPPING = Instance(Mapping, "a mapping (dict)", optional=True)
 
 
 def _hint(hint: str) -> str:

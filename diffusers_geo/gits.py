@@ -45,7 +45,7 @@ from .schedulers.options import Bool, Choice, Int, Real
 from .schedulers.scheduling_geometric_heun import GeometricHeunScheduler
 from .schedules import karras_sigmas, training_schedule
 from .schedules.flow import noise_fraction, whole_schedule_options
-from .solvers.arguments import GENERATOR, MAPPING, PATH, Instance, Numbers, Shape
+from .solvers.arguments import GENERATOR, MAPPING, PATH, Instance, Numbers, Shape, item
 from .solvers.gits import COST_METRICS, JUMPS, afs_noise_scale, gits_dynamic_program, jump_costs
 
 GRIDS = ("timesteps", "karras")
@@ -504,7 +504,7 @@ def gits_schedule(
     GENERATOR("generator", generator)
     MAPPING("model_kwargs", model_kwargs)
     Bool()("progress", progress)
-    Real(optional=True)("mu", mu)
+    Real(optional=True)("mu", item(mu))
     if seed is not None and generator is not None:
         raise ValueError(
             "Pass either seed= (warm-up sample i draws its noise from seed + i, the same on any number of "

@@ -34,7 +34,7 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from ..data import encode_images
 from ..schedulers.options import Int, Real
-from ..solvers.arguments import GENERATOR, Shape, Tensor
+from ..solvers.arguments import GENERATOR, Shape, Tensor, item
 from .fitting import (
     FactorMixture,
     FitInfo,
@@ -176,7 +176,7 @@ class TruncatedPrior(PipelineLatents, ModelMixin, ConfigMixin):
         sigma = self.config.sigma if sigma is None else sigma
         if sigma is None:
             raise ValueError("This prior has no sigma_T: pass sigma=... (or fit it with sigma=...).")
-        return _SIGMA("sigma", sigma)
+        return _SIGMA("sigma", item(sigma))
 
     def sample(
         self, num_samples: int, sigma: float | None = None, generator: torch.Generator | None = None
@@ -224,7 +224,7 @@ def _check_model(**arguments: Any) -> None:
         "sigma": _SIGMA,
     }
     for name, value in arguments.items():
-        checks[name](name, value)
+        checks[name](name, item(value))
 
 
 def _collect(data, max_samples: int | None) -> torch.Tensor:
@@ -292,7 +292,7 @@ class PFGMPPPrior(PipelineLatents):
     def law(self, data_dim: int, sigma_max: float) -> PFGMPPLaw:
         """The prior's law for ``data_dim``-dimensional samples at ``sigma_max``."""
         Int(1)("data_dim", data_dim)
-        Real(0.0, low_open=True)("sigma_max", sigma_max)
+        Real(0.0, low_open=True)("sigma_max", item(sigma_max))
         return PFGMPPLaw(int(data_dim), self.augmented_dim, float(sigma_max))
 
     def radii(self, num_samples: int, data_dim: int, sigma_max: float, generator=None) -> torch.Tensor:
@@ -314,7 +314,7 @@ class PFGMPPPrior(PipelineLatents):
     ) -> torch.Tensor:
         """``num_samples`` draws at ``sigma_max`` in sigma units (float64), shaped ``(n, *sample_shape)``."""
         Int(1)("num_samples", num_samples)
-        Real(0.0, low_open=True)("sigma_max", sigma_max)
+        Real(0.0, low_open=True)("sigma_max", item(sigma_max))
         GENERATOR("generator", generator)
         shape = Shape(optional=True)("shape", shape)
         sample_shape = shape if shape is not None else self.sample_shape

@@ -30,7 +30,7 @@ from ..schedulers.base import GeoScheduler
 from ..schedulers.options import Int, Real
 from ..schedules import SIGMA_SPACINGS, respace_sigmas, training_sigmas
 from ..schedules.flow import flow_sigma, noise_fraction, unshift_flow_fractions, whole_schedule_options
-from ..solvers.arguments import GENERATOR, Instance, Shape
+from ..solvers.arguments import GENERATOR, Instance, Shape, item
 
 START_RTOL = 0.02  # a schedule "starts at" a prior's sigma if within 2% (integer timesteps round sigma)
 
@@ -236,9 +236,9 @@ def _check_schedule(scheduler, num_inference_steps, sigma_start, mu=None) -> Non
         )
     Int(1)("num_inference_steps", num_inference_steps)
     Real(0.0, low_open=True, hint="sigma_start (sigma_T) is a positive noise level.")(
-        "sigma_start", sigma_start
+        "sigma_start", item(sigma_start)
     )
-    Real(optional=True)("mu", mu)
+    Real(optional=True)("mu", item(mu))
 
 
 def _flow_truncated_schedule(scheduler, n: int, sigma_start: float, mu: float | None) -> TruncatedSchedule:

@@ -154,6 +154,14 @@ class Tensor:
         return value
 
 
+def item(value: Any) -> Any:
+    """A 0-d tensor or numpy array as its Python number (a noise level is often passed as ``sigmas[0]``),
+    anything else unchanged: so that the scalar checks take what ``float(value)`` took before them."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
+        return value.item()
+    return value
+
+
 #: the checks most entry points share
 GENERATOR = Instance(torch.Generator, "a torch.Generator", optional=True)
 PATH = Instance((str, os.PathLike), "a path (str or os.PathLike)")

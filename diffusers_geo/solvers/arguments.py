@@ -138,7 +138,9 @@ class Tensor:
         if not isinstance(value, kinds):
             valid = "a torch.Tensor" + (" or numpy array" if self.arrays else "")
             fix = "; pass torch.as_tensor(...)" if isinstance(value, (list, tuple)) else ""
-            raise TypeError(f"{name} must be {valid}, got {_shown(value)} ({type(value).__name__}){fix}.")
+            raise TypeError(
+                f"{name} must be {valid}, got {_shown(value)} ({type(value).__name__}){fix}.{_hint(self.hint)}"
+            )
         low, high = (self.ndim, self.ndim) if isinstance(self.ndim, int) else (self.ndim or (0, None))
         if value.ndim < low or (high is not None and value.ndim > high):
             dims = f"{low}" if low == high else f"{low} to {high}" if high is not None else f"at least {low}"

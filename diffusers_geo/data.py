@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .schedulers.options import Int
+from .solvers.arguments import Instance, Shape, Tensor
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
@@ -34,6 +37,8 @@ def digits_images(size: int | tuple[int, int] = 8, dtype: torch.dtype = torch.fl
     Pixel values 0..16 map linearly to [-1, 1]; another size than 8×8 resizes bilinearly
     (``align_corners=False``).
     """
+    Shape(length=2, single=True)("size", size)
+    Instance(torch.dtype, "a torch.dtype")("dtype", dtype)
     height, width = (size, size) if isinstance(size, int) else size
     images = torch.tensor(load_digits().images, dtype=torch.float64)[:, None] / 8.0 - 1.0
     if (height, width) != (8, 8):
@@ -64,6 +69,14 @@ def encode_images(
         batch_size: images per VAE call.
         max_images: encode at most this many.
     """
+    if not isinstance(images, (str, Path)):
+        Tensor(ndim=4, arrays=True, hint="Pass pixels (N, 3, H, W) in [-1, 1], or an image folder.")(
+            "images", images
+        )
+    Shape(length=2, single=True, optional=True)("image_size", image_size)
+    Int(1)("batch_size", batch_size)
+    Int(1, optional=True)("max_images", max_images)
+    files = []
     if isinstance(images, (str, Path)):
         folder = Path(images)
         files = (
@@ -73,6 +86,9 @@ def encode_images(
         )
         if not files:
             raise ValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found in folder {folder}.")
+    if not (hasattr(vae, "encode") and hasattr(vae, "parameters")):
+        raise TypeError(f"vae must be the pipeline's AutoencoderKL (pipe.vae), got {type(vae).__name__}.")
+    if files:
         pixels = _load_images(files[:max_images], image_size)
     else:
         pixels = torch.as_tensor(images)[:max_images]

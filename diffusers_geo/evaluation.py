@@ -37,6 +37,8 @@ from .gits import gits_schedule
 from .metrics import feature_frechet_distance, kernel_distance, psnr, rmse, ssim
 from .registry import is_stochastic, make_scheduler, resolve_names, serves_flow, split_gits
 from .sampling import decode, run_pipeline, set_timesteps, steps_for_nfe, takes
+from .schedulers.options import Bool, Choice, Int
+from .solvers.arguments import MAPPING, Instance, Numbers
 
 DEFAULT_SCHEDULERS = "ours,dpmpp-2m,unipc,euler"
 DEFAULT_NFE = (4, 5, 6, 8, 10, 15, 20)
@@ -219,14 +221,23 @@ def evaluate_schedulers(
         state: an ``accelerate.PartialState`` to split the images over processes (every process gets the
             whole result); ``None``: this process does everything.
     """
+    if not callable(pipe) or not hasattr(pipe, "scheduler"):
+        raise TypeError(f"pipe must be a diffusers pipeline (with a scheduler), got {type(pipe).__name__}.")
     if isinstance(pipe.scheduler, type):
         raise TypeError("pipe.scheduler must be a scheduler instance.")
+    _check_arguments(
+        schedulers=schedulers, reference=reference, features=features, clip_score=clip_score, resume=resume
+    )
+    Int(1)("num_images", num_images)
+    Int()("seed", seed)
+    Int(1)("batch_size", batch_size)
+    Int(0)("grid_images", grid_images)
+    Bool()("progress", progress)
+    nfe = Numbers(ints=True)("nfe", nfe)
+    if min(nfe) < 1:
+        raise ValueError(f"nfe must be positive model-call budgets, got {list(nfe)}.")
     conditional = takes(pipe, "prompt")
     prompts = _check_prompts(prompts, conditional, type(pipe).__name__)
-    if num_images < 1 or batch_size < 1 or grid_images < 0:
-        raise ValueError("num_images and batch_size must be >= 1 and grid_images >= 0.")
-    if not nfe or min(nfe) < 1:
-        raise ValueError(f"nfe must be positive model-call budgets, got {list(nfe)}.")
     base_config = dict(pipe.scheduler.config)
     text = schedulers if isinstance(schedulers, str) else ",".join(schedulers)
     if serves_flow(base_config):  # the defaults and groups mean diffusers' flow samplers on a flow model
@@ -362,9 +373,34 @@ def evaluate_schedulers(
     return result
 
 
+def _check_arguments(schedulers, reference, features, clip_score, resume) -> None:
+    """The types of :func:`evaluate_schedulers`' selection and scoring arguments (their meaning is checked
+    where they are read: names by the registry, the reference by :func:`parse_reference`)."""
+    names = [schedulers] if isinstance(schedulers, str) else schedulers
+    if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise TypeError(
+            f"schedulers must be a comma-separated str or a list of names, got {schedulers!r}; "
+            "see `diffusers-geo bench --list`."
+        )
+    Instance(str, "a str 'NAME:STEPS'")("reference", reference)
+    if isinstance(features, str):
+        Choice(("inception",), hint="or pass a callable, or None")("features", features)
+    elif features is not None and not callable(features):
+        raise TypeError(f'features must be "inception", a callable or None, got {features!r}.')
+    if clip_score is not None and not isinstance(clip_score, str) and not callable(clip_score):
+        raise TypeError(
+            f"clip_score must be a CLIP model id or folder, a callable or None, got {clip_score!r}."
+        )
+    MAPPING("resume", resume)
+
+
 def _check_prompts(prompts, conditional: bool, pipeline: str) -> list[str] | None:
     if isinstance(prompts, str):
         prompts = [prompts]
+    if prompts is not None and (
+        not isinstance(prompts, Sequence) or not all(isinstance(p, str) for p in prompts)
+    ):
+        raise TypeError(f"prompts must be a str or a list of str, got {prompts!r}.")
     if prompts is not None:
         prompts = [p.strip() for p in prompts if p.strip()]
         if not prompts:

@@ -41,9 +41,11 @@ from huggingface_hub.errors import EntryNotFoundError
 
 from .parameterization import DiscreteVP
 from .registry import serves_flow
+from .schedulers.options import Bool, Choice, Int, Real
 from .schedulers.scheduling_geometric_heun import GeometricHeunScheduler
 from .schedules import karras_sigmas, training_schedule
 from .schedules.flow import noise_fraction, whole_schedule_options
+from .solvers.arguments import GENERATOR, MAPPING, PATH, Instance, Numbers, Shape, item
 from .solvers.gits import COST_METRICS, JUMPS, afs_noise_scale, gits_dynamic_program, jump_costs
 
 GRIDS = ("timesteps", "karras")
@@ -109,6 +111,26 @@ class GITSSchedule:
     mu: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Check the fields of a schedule built or edited by hand, so that a bad one fails here by name and not
+        later inside a pipeline (the values themselves are kept as given)."""
+        for name in ("sigmas", "teacher_sigmas"):
+            Numbers(low=0.0)(name, getattr(self, name))
+        Numbers()("timesteps", self.timesteps)
+        Numbers(low=0, ints=True)("grid_indices", self.grid_indices)
+        Real(0.0, low_open=True)("coeff", self.coeff)
+        Choice(COST_METRICS)("metric", self.metric)
+        Choice(GRIDS)("grid", self.grid)
+        Choice(JUMPS)("jump", self.jump)
+        Int(0)("num_warmup", self.num_warmup)
+        Int(0)("model_calls", self.model_calls)
+        Instance((int, float, np.floating, np.integer), "a number")("cost", self.cost)
+        Bool()("analytic_first_step", self.analytic_first_step)
+        Real(0.0, low_open=True)("initial_noise_scale", self.initial_noise_scale)
+        Bool()("flow_matching", self.flow_matching)
+        Real(optional=True)("mu", self.mu)
+        Instance(dict, "a dict")("info", self.info)
+
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": 1, **asdict(self)}
 
@@ -132,14 +154,14 @@ class GITSSchedule:
 
     def save(self, path: str | Path) -> Path:
         """Write the schedule (and how it was searched) as JSON."""
-        path = Path(path)
+        path = Path(PATH("path", path))
         path.write_text(json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> GITSSchedule:
         """Read a schedule written by :meth:`save` (or a ``gits_schedule.json`` of :meth:`save_pretrained`)."""
-        return cls.from_dict(_read_json(Path(path)), str(path))
+        return cls.from_dict(_read_json(Path(PATH("path", path))), str(path))
 
     def save_pretrained(
         self, save_directory: str | os.PathLike, scheduler=None, push_to_hub: bool = False, **kwargs: Any
@@ -159,6 +181,8 @@ class GITSSchedule:
                 ``create_pr`` and ``subfolder`` from ``kwargs``. :meth:`push_to_hub` does the same from a
                 temporary folder.
         """
+        PATH("save_directory", save_directory)
+        Bool()("push_to_hub", push_to_hub)
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory must be a folder, but {save_directory} is a file.")
         hub = {k: kwargs.pop(k) for k in _PUSH_KWARGS if k in kwargs}
@@ -204,6 +228,9 @@ class GITSSchedule:
         then loads with that scheduler and ``GITSSchedule.from_pretrained(repo_id, subfolder="scheduler")``
         returns the schedule.
         """
+        Instance(str, 'a Hub repository id ("user/name")')("repo_id", repo_id)
+        Instance(str, "a str (a folder inside the repository)", optional=True)("subfolder", subfolder)
+        Bool()("create_pr", create_pr)
         return _ScheduleFolder(self, scheduler).push_to_hub(
             repo_id,
             commit_message=commit_message or _commit(scheduler),
@@ -230,7 +257,10 @@ class GITSSchedule:
         ``pretrained_model_name_or_path`` may also be the JSON file itself. The other arguments are those of
         :func:`huggingface_hub.hf_hub_download` (Hub only).
         """
-        name = os.fspath(pretrained_model_name_or_path)
+        name = os.fspath(PATH("pretrained_model_name_or_path", pretrained_model_name_or_path))
+        Instance(str, "a str (a folder inside the repository)", optional=True)("subfolder", subfolder)
+        Bool()("local_files_only", local_files_only)
+        Bool()("force_download", force_download)
         where = f"{name}" + (f" (subfolder {subfolder!r})" if subfolder else "")
         hint = (
             f"expected a file {GITS_SCHEDULE_NAME!r} in {where}; write one with "
@@ -459,22 +489,22 @@ def gits_schedule(
     Returns:
         a :class:`GITSSchedule`.
     """
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
-        raise TypeError(f"num_inference_steps must be an int, got {num_inference_steps!r}.")
-    if grid not in GRIDS:
-        raise ValueError(f"Unknown grid {grid!r}; choose one of {list(GRIDS)}.")
-    if metric not in COST_METRICS:
-        raise ValueError(f"Unknown metric {metric!r}; choose one of {list(COST_METRICS)}.")
-    if jump not in JUMPS:
-        raise ValueError(f"Unknown jump {jump!r}; choose one of {list(JUMPS)}.")
-    if not coeff > 0:
-        raise ValueError(f"coeff must be > 0, got {coeff}.")
-    if num_warmup < 1 or batch_size < 1:
-        raise ValueError(f"num_warmup and batch_size must be >= 1, got {num_warmup} and {batch_size}.")
-    if teacher_steps < 2:
-        raise ValueError(f"teacher_steps must be >= 2, got {teacher_steps}.")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"seed must be an int or None, got {seed!r}.")
+    Int()("num_inference_steps", num_inference_steps)  # its range depends on teacher_steps: below
+    MAPPING("scheduler_config", scheduler_config)
+    Shape(optional=True)("sample_shape", sample_shape)
+    Int(1)("num_warmup", num_warmup)
+    Int(2)("teacher_steps", teacher_steps)
+    Choice(GRIDS)("grid", grid)
+    Real(0.0, low_open=True, hint="(GITS uses 1.15 to 1.2)")("coeff", coeff)
+    Choice(COST_METRICS)("metric", metric)
+    Choice(JUMPS)("jump", jump)
+    Bool()("analytic_first_step", analytic_first_step)
+    Int(1)("batch_size", batch_size)
+    Int(optional=True)("seed", seed)
+    GENERATOR("generator", generator)
+    MAPPING("model_kwargs", model_kwargs)
+    Bool()("progress", progress)
+    Real(optional=True)("mu", item(mu))
     if seed is not None and generator is not None:
         raise ValueError(
             "Pass either seed= (warm-up sample i draws its noise from seed + i, the same on any number of "

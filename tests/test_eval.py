@@ -290,7 +290,7 @@ def _refuse_sampling(monkeypatch):
         (dict(reference="dpmpp-2m-karras"), "reference must be 'NAME:STEPS'"),
         (dict(reference="nope:10"), "unknown|Unknown"),
         (dict(nfe=[0, 5]), "positive model-call budgets"),
-        (dict(num_images=0), "num_images and batch_size must be >= 1"),
+        (dict(num_images=0), "num_images must be an int >= 1, got 0"),
     ],
 )
 def test_bad_input_is_refused_before_sampling(digits, monkeypatch, kwargs, match):

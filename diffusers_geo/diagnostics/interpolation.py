@@ -21,7 +21,14 @@ from collections.abc import Sequence
 
 import torch
 
+from ..schedulers.options import Choice, Int, Real
+from ..solvers.arguments import Shape, Tensor
+
 METHODS = ("slerp", "norm-lerp", "lerp")
+#: the interpolation fraction t, from a (0) to b (1)
+_FRACTION = Real(0.0, 1.0, hint="(t = 0 is a, t = 1 is b)")
+#: a norm to rescale to (None: interpolate the two norms)
+_RADIUS = Real(0.0, low_open=True, optional=True)
 
 
 def shell_radius(dim: int | Sequence[int], sigma: float = 1.0) -> float:
@@ -29,22 +36,20 @@ def shell_radius(dim: int | Sequence[int], sigma: float = 1.0) -> float:
 
     ``dim`` is ``d`` or a sample shape (e.g. ``(4, 64, 64)``: ``d = 16384``).
     """
-    d = dim if isinstance(dim, int) else math.prod(dim)
-    if d < 1 or sigma < 0:
-        raise ValueError(f"Need d >= 1 and sigma >= 0, got d={d}, sigma={sigma}.")
-    return sigma * math.sqrt(d)
+    dim = Shape(single=True)("dim", dim)
+    sigma = Real(0.0)("sigma", sigma)
+    return sigma * math.sqrt(dim if isinstance(dim, int) else math.prod(dim))
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, t: float) -> None:
-    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
-        raise TypeError(f"Expected two tensors, got {type(a).__name__} and {type(b).__name__}.")
+    Tensor(finite=False)("a", a)
+    Tensor(finite=False)("b", b)
     if a.shape != b.shape:
         raise ValueError(
             f"Cannot interpolate between latents of different shapes {tuple(a.shape)} and {tuple(b.shape)}; "
             "draw both with the same shape (batch size, channels, height, width)."
         )
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(f"The interpolation fraction t must lie in [0, 1], got {t}.")
+    _FRACTION("t", t)
 
 
 def _work_dtype(a: torch.Tensor) -> torch.dtype:
@@ -63,7 +68,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float, dot_threshold: float = 0.9
     (cosine above ``dot_threshold``) fall back to a straight lerp; exactly opposite inputs have no unique
     great circle and raise ``ValueError``.
     """
-    t = float(t)
+    t = _FRACTION("t", t)
+    Real(0.0, 1.0)("dot_threshold", dot_threshold)
     _check_pair(a, b, t)
     if t == 0.0:
         return a.clone()
@@ -98,7 +104,8 @@ def norm_preserving_lerp(
     radius when both latents lie on it; pass :func:`shell_radius` to force it). The endpoints are exact
     when ``radius`` is None.
     """
-    t = float(t)
+    t = _FRACTION("t", t)
+    _RADIUS("radius", radius)
     _check_pair(a, b, t)
     if radius is None and t in (0.0, 1.0):
         return (a if t == 0.0 else b).clone()
@@ -125,16 +132,15 @@ def interpolate_latents(
             mix, which sinks into the shell: for comparison).
         radius: for "norm-lerp", the norm to rescale to (see :func:`norm_preserving_lerp`).
     """
-    if method not in METHODS:
-        raise ValueError(f"Unknown interpolation method {method!r}; choose one of {list(METHODS)}.")
-    if not isinstance(num, int) or num < 2:
-        raise ValueError(f"num must be an int >= 2 (the two endpoints included), got {num!r}.")
+    Choice(METHODS)("method", method)
+    num = Int(2, hint="(the two endpoints included)")("num", num)
+    _RADIUS("radius", radius)
+    _check_pair(a, b, 0.0)
     fractions = [i / (num - 1) for i in range(num)]
     if method == "slerp":
         frames = [slerp(a, b, t) for t in fractions]
     elif method == "norm-lerp":
         frames = [norm_preserving_lerp(a, b, t, radius) for t in fractions]
     else:
-        _check_pair(a, b, 0.0)
         frames = [torch.lerp(a, b.to(a), t) for t in fractions]
     return torch.stack(frames)

@@ -25,12 +25,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..parameterization import DiscreteVP, to_denoised
 from ..schedulers import GeoScheduler
+from ..schedulers.options import Bool, Choice, Int, Real
 from ..schedules import training_sigmas
 from ..solvers import euler_step
+from ..solvers.arguments import Tensor
 
 REDUCTIONS = ("projection", "subsample")
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
@@ -146,12 +149,10 @@ class TrajectoryRecorder:
         max_records: int | None = None,
         seed: int = 0,
     ):
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"Unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}.")
-        if max_dim is not None and max_dim < 2:
-            raise ValueError(f"max_dim must be >= 2 (or None to keep every coordinate), got {max_dim}.")
-        if max_records is not None and max_records < 2:
-            raise ValueError(f"max_records must be >= 2 (or None to keep every step), got {max_records}.")
+        Int(2, optional=True, hint="(None keeps every coordinate)")("max_dim", max_dim)
+        Choice(REDUCTIONS)("reduction", reduction)
+        Int(2, optional=True, hint="(None keeps every step)")("max_records", max_records)
+        Int()("seed", seed)
         self.max_dim = max_dim
         self.reduction = reduction
         self.max_records = max_records
@@ -182,6 +183,8 @@ class TrajectoryRecorder:
             denoised: the denoiser output ``D(y, sigma)``, same shape.
         """
         sigma = _as_sigma(sigma)
+        Tensor(finite=False)("sample", sample)  # a diagnostic records NaN too: it shows where a run broke
+        Tensor(finite=False)("denoised", denoised)
         if sample.shape != denoised.shape:
             raise ValueError(
                 f"sample and denoised must have the same shape, got {tuple(sample.shape)} and "
@@ -199,7 +202,8 @@ class TrajectoryRecorder:
     @torch.no_grad()
     def record_final(self, sample: torch.Tensor, sigma: float | torch.Tensor = 0.0) -> None:
         """Record the sample the run ends with (``y`` at noise level ``sigma``, usually 0)."""
-        self._final = (self._store(sample), _as_sigma(sigma))
+        sigma = _as_sigma(sigma)
+        self._final = (self._store(Tensor(finite=False)("sample", sample)), sigma)
 
     def _store(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim < 2:
@@ -279,6 +283,7 @@ class TrajectoryRecorder:
         ``scheduler.step`` is wrapped for the duration of the block and restored afterwards; the
         recorder is reset on entry (one run per block) unless ``reset=False``.
         """
+        Bool()("reset", reset)
         scheduler = getattr(target, "scheduler", target)
         if not callable(getattr(scheduler, "step", None)):
             raise TypeError(
@@ -459,6 +464,8 @@ def _chain(first: Callable, second: Callable) -> Callable:
 
 
 def _as_sigma(sigma: float | torch.Tensor) -> float:
+    if not isinstance(sigma, (torch.Tensor, np.ndarray)):
+        Real(0.0)("sigma", sigma)
     value = torch.as_tensor(sigma, dtype=torch.float64)
     if value.numel() != 1:
         raise ValueError(f"sigma must be one number per step, got shape {tuple(value.shape)}.")

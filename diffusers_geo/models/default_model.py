@@ -30,6 +30,7 @@ from diffusers import DDPMPipeline, SchedulerMixin
 
 from ..data import digits_images, load_digits
 from ..registry import make_scheduler
+from ..solvers.arguments import Instance
 
 __all__ = ["DigitsScore", "default_model_path", "load_default_pipeline", "score_digits"]
 
@@ -58,6 +59,8 @@ def load_default_pipeline(
         device: e.g. ``"cuda"``; default: stay on the CPU.
         dtype: e.g. ``torch.float16``; default: float32.
     """
+    Instance((str, torch.device), 'a device ("cpu", "cuda", a torch.device)', optional=True)("device", device)
+    Instance(torch.dtype, "a torch.dtype (e.g. torch.float16)", optional=True)("dtype", dtype)
     path = default_model_path()
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(

@@ -28,7 +28,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
 from ..parameterization import PREDICTION_TYPES, DiscreteVP, FlowMatching, to_model_output
+from ..schedulers.options import Betas, Bool, Choice, Int, Real
 from ..schedules import BETA_SCHEDULES, make_betas, rescale_zero_terminal_snr, training_sigmas
+from ..solvers.arguments import GENERATOR, Numbers, Shape, Tensor
 
 COVARIANCE_TYPES = ("none", "isotropic", "diagonal")
 
@@ -79,15 +81,17 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
         prediction_type: str = "epsilon",
     ):
         super().__init__()
-        for name, value, choices in (
-            ("covariance_type", covariance_type, COVARIANCE_TYPES),
-            ("prediction_type", prediction_type, PREDICTION_TYPES),
-            ("beta_schedule", beta_schedule, BETA_SCHEDULES),
-        ):
-            if value not in choices:
-                raise ValueError(f"Unknown {name} {value!r}; choose one of {list(choices)}.")
-        if num_components < 1:
-            raise ValueError(f"num_components must be >= 1, got {num_components}.")
+        Shape(length=2, single=True)("sample_size", sample_size)
+        Int(1)("in_channels", in_channels)
+        Int(1)("num_components", num_components)
+        Choice(COVARIANCE_TYPES)("covariance_type", covariance_type)
+        Int(1)("num_train_timesteps", num_train_timesteps)
+        Real(0.0, 1.0, low_open=True, high_open=True)("beta_start", beta_start)
+        Real(0.0, 1.0, low_open=True, high_open=True)("beta_end", beta_end)
+        Choice(BETA_SCHEDULES)("beta_schedule", beta_schedule)
+        Betas()("trained_betas", trained_betas)
+        Bool()("rescale_betas_zero_snr", rescale_betas_zero_snr)
+        Choice(PREDICTION_TYPES)("prediction_type", prediction_type)
         dim = self.dim
         var_dim = dim if covariance_type == "diagonal" else 1
         self.register_buffer("means", torch.zeros(num_components, dim))
@@ -143,6 +147,9 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
         float (isotropic) or ``(K, C, H, W)`` (diagonal), and mixture ``weights`` ``(K,)`` (uniform if None)."""
         means = _as_batch(means, "means")
         k = means.shape[0]
+        _check_parameter("variances", variances, Real(0.0, hint="Variances are non-negative."))
+        if weights is not None:
+            _check_parameter("weights", weights)
         variances = torch.as_tensor(variances, dtype=torch.float64)
         if variances.ndim <= 1:
             variances = variances.expand(k).reshape(k, 1)
@@ -275,6 +282,8 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
         self, n: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` exact samples of the data distribution and their component indices."""
+        Int(1)("n", n)
+        GENERATOR("generator", generator)
         dev = self.means.device
         comp = torch.multinomial(self.weights.cpu().float(), n, replacement=True, generator=generator).to(dev)
         noise = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype).to(dev)
@@ -282,8 +291,18 @@ class OptimalDenoiser(ModelMixin, ConfigMixin):
         return x.reshape(n, *self.sample_shape), comp
 
 
+def _check_parameter(name: str, value, scalar: Real | None = None) -> None:
+    """A mixture parameter: a tensor or array, a list of numbers >= 0, or (given ``scalar``) one number."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        Tensor(arrays=True)(name, value)
+    elif scalar is None or isinstance(value, (list, tuple)):
+        Numbers(low=0.0)(name, value)
+    else:
+        scalar(name, value)
+
+
 def _as_batch(x: torch.Tensor, name: str) -> torch.Tensor:
-    x = torch.as_tensor(x)
+    x = torch.as_tensor(Tensor(arrays=True, finite=False)(name, x))  # NaN: refused below, with its message
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:

@@ -4,6 +4,7 @@ data and a start distribution, in closed form for Gaussians and by Monte Carlo f
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import torch
 
+from ..schedulers.options import Choice, Int
+from ..solvers.arguments import GENERATOR, Instance, Numbers
 from .fitting import (
     FactorMixture,
     gaussian_kl,
@@ -101,6 +104,14 @@ def prior_mismatch(
     Convolution with the noise shrinks every term as ``sigma`` grows; start where the remaining term is
     negligible next to the sampler's discretisation error.
     """
+    sigmas = Numbers(low=0.0)("sigmas", sigmas)
+    if min(sigmas) == 0:
+        raise ValueError(f"sigmas are candidate starts sigma_T and must be positive, got {sigmas}.")
+    Choice(NOISE_PRIORS, hint="(vp: diffusers' DDPM-family pipelines; ve: EDM-style samplers)")(
+        "noise_prior_kind", noise_prior_kind
+    )
+    Int(1)("num_samples", num_samples)
+    GENERATOR("generator", generator)
     p0 = as_mixture(prior)
     r0 = as_mixture(reference) if reference is not None else None
     if r0 is not None and r0.dim != p0.dim:
@@ -123,6 +134,7 @@ def prior_mismatch(
 def plot_prior_mismatch(rows: Sequence[PriorMismatch], path: str | Path | None = None, ax=None):
     """KL versus candidate ``sigma_T`` (log-log) for :func:`prior_mismatch`; saves to ``path`` if given and
     returns the matplotlib figure (needs matplotlib)."""
+    _check_rows(rows, path)
     try:
         import matplotlib  # optional dependency, imported when used
 
@@ -166,3 +178,14 @@ def plot_prior_mismatch(rows: Sequence[PriorMismatch], path: str | Path | None =
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def _check_rows(rows, path) -> None:
+    """:func:`plot_prior_mismatch`'s arguments, checked before matplotlib is loaded."""
+    Instance((list, tuple), "a list of PriorMismatch rows (from prior_mismatch)")("rows", rows)
+    bad = next((r for r in rows if not isinstance(r, PriorMismatch)), None)
+    if bad is not None:
+        raise TypeError(f"rows must hold PriorMismatch rows (from prior_mismatch), got an entry {bad!r}.")
+    if not rows:
+        raise ValueError("rows is empty; pass the rows prior_mismatch returns.")
+    Instance((str, os.PathLike), "a path (str or os.PathLike)", optional=True)("path", path)

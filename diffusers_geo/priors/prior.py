@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from ..data import encode_images
+from ..schedulers.options import Int, Real
+from ..solvers.arguments import GENERATOR, Shape, Tensor, item
 from .fitting import (
     FactorMixture,
     FitInfo,
@@ -39,6 +42,9 @@ from .fitting import (
     fit_factor_mixture,
 )
 from .truncation import PipelineLatents, TruncatedSchedule, truncated_schedule
+
+#: sigma_T: a positive noise level, or None (start wherever the schedule starts)
+_SIGMA = Real(0.0, low_open=True, optional=True, hint="sigma_T is a positive noise level.")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -72,10 +78,7 @@ class TruncatedPrior(PipelineLatents, ModelMixin, ConfigMixin):
         sigma: float | None = None,
     ):
         super().__init__()
-        if sigma is not None and not (sigma > 0 and math.isfinite(sigma)):
-            raise ValueError(f"sigma (sigma_T) must be a positive finite number or None, got {sigma}.")
-        if num_components < 1 or rank < 0:
-            raise ValueError(f"Need num_components >= 1 and rank >= 0, got {num_components} and {rank}.")
+        _check_model(sample_shape=sample_shape, num_components=num_components, rank=rank, sigma=sigma)
         d = int(np.prod(sample_shape))
         f64 = torch.float64
         self.register_buffer(
@@ -128,6 +131,14 @@ class TruncatedPrior(PipelineLatents, ModelMixin, ConfigMixin):
             max_iter, tol, reg, generator: EM settings (see ``fit_factor_mixture``); ``generator`` seeds
                 the k-means++ initialisation.
         """
+        _check_model(num_components=num_components, rank=rank, sigma=sigma)
+        Shape(length=2, single=True, optional=True)("image_size", image_size)
+        Int(1)("batch_size", batch_size)
+        Int(1, optional=True)("max_samples", max_samples)
+        Int(1)("max_iter", max_iter)
+        Real(0.0)("tol", tol)
+        Real(0.0)("reg", reg)
+        GENERATOR("generator", generator)
         if isinstance(data, (str, Path)):
             if vae is None:
                 raise ValueError("Fitting on an image folder needs the pipeline's VAE: pass vae=pipe.vae.")
@@ -165,20 +176,21 @@ class TruncatedPrior(PipelineLatents, ModelMixin, ConfigMixin):
         sigma = self.config.sigma if sigma is None else sigma
         if sigma is None:
             raise ValueError("This prior has no sigma_T: pass sigma=... (or fit it with sigma=...).")
-        if not (sigma > 0 and math.isfinite(sigma)):
-            raise ValueError(f"sigma must be a positive finite number, got {sigma}.")
-        return float(sigma)
+        return _SIGMA("sigma", item(sigma))
 
     def sample(
         self, num_samples: int, sigma: float | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """``num_samples`` draws ``y`` (float64, ``(n, *sample_shape)``) of the prior at ``sigma`` (default
         ``config.sigma``), in sigma units: ``y ≈ x0 + sigma * n``, the pipeline's sample divided by alpha."""
+        Int(1)("num_samples", num_samples)
+        GENERATOR("generator", generator)
         y, _ = self.mixture(self._sigma(sigma)).sample(num_samples, generator)
         return y.reshape(num_samples, *self.sample_shape)
 
     def log_prob(self, y: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
         """Log density of ``y`` ``(B, *sample_shape)`` under the prior at ``sigma``."""
+        Tensor(ndim=(1, None))("y", y)
         flat = y.reshape(y.shape[0], -1).to(self.means)
         if flat.shape[1] != self.dim:
             raise ValueError(f"y has {flat.shape[1]} values per sample, the prior {self.dim}.")
@@ -191,6 +203,7 @@ class TruncatedPrior(PipelineLatents, ModelMixin, ConfigMixin):
         self, scheduler, num_inference_steps: int, mu: float | None = None
     ) -> TruncatedSchedule:
         """:func:`truncated_schedule` at this prior's ``sigma_T`` (``mu``: a flow model's dynamic shift)."""
+        Int(1)("num_inference_steps", num_inference_steps)
         return truncated_schedule(scheduler, num_inference_steps, self._sigma(None), mu)
 
     @property
@@ -199,6 +212,19 @@ class TruncatedPrior(PipelineLatents, ModelMixin, ConfigMixin):
 
     def _draw(self, shape, sigma, generator):
         return self.sample(shape[0], sigma, generator)
+
+
+def _check_model(**arguments: Any) -> None:
+    """The checks of :class:`TruncatedPrior`'s arguments (the constructor's and :meth:`~TruncatedPrior.fit`'s,
+    which checks them before it collects or encodes any data)."""
+    checks = {
+        "sample_shape": Shape(),
+        "num_components": Int(1),
+        "rank": Int(0, hint="(0: a diagonal Gaussian mixture)"),
+        "sigma": _SIGMA,
+    }
+    for name, value in arguments.items():
+        checks[name](name, item(value))
 
 
 def _collect(data, max_samples: int | None) -> torch.Tensor:
@@ -255,22 +281,24 @@ class PFGMPPPrior(PipelineLatents):
     """
 
     def __init__(self, augmented_dim: float, sample_shape: Sequence[int] | None = None):
-        if not augmented_dim > 0:
-            raise ValueError(
-                f"augmented_dim D must be > 0 (math.inf for the Gaussian), got {augmented_dim!r}."
-            )
+        if augmented_dim != math.inf:  # math.inf is the Gaussian limit, which Real (finite only) refuses
+            Real(0.0, low_open=True, hint="Use math.inf for the Gaussian.")("augmented_dim", augmented_dim)
         self.augmented_dim = float(augmented_dim)
-        self.sample_shape = tuple(int(s) for s in sample_shape) if sample_shape is not None else None
+        self.sample_shape = Shape(optional=True)("sample_shape", sample_shape)
 
     def __repr__(self) -> str:
         return f"PFGMPPPrior(augmented_dim={self.augmented_dim}, sample_shape={self.sample_shape})"
 
     def law(self, data_dim: int, sigma_max: float) -> PFGMPPLaw:
         """The prior's law for ``data_dim``-dimensional samples at ``sigma_max``."""
+        Int(1)("data_dim", data_dim)
+        Real(0.0, low_open=True)("sigma_max", item(sigma_max))
         return PFGMPPLaw(int(data_dim), self.augmented_dim, float(sigma_max))
 
     def radii(self, num_samples: int, data_dim: int, sigma_max: float, generator=None) -> torch.Tensor:
         """Radii of the prior at ``sigma_max`` for ``data_dim``-dimensional samples (float64)."""
+        Int(1)("num_samples", num_samples)
+        GENERATOR("generator", generator)
         return self.law(data_dim, sigma_max).radii(num_samples, generator)
 
     def radius_cdf(self, radius, data_dim: int, sigma_max: float) -> np.ndarray:
@@ -285,7 +313,11 @@ class PFGMPPPrior(PipelineLatents):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """``num_samples`` draws at ``sigma_max`` in sigma units (float64), shaped ``(n, *sample_shape)``."""
-        sample_shape = tuple(shape) if shape is not None else self.sample_shape
+        Int(1)("num_samples", num_samples)
+        Real(0.0, low_open=True)("sigma_max", item(sigma_max))
+        GENERATOR("generator", generator)
+        shape = Shape(optional=True)("shape", shape)
+        sample_shape = shape if shape is not None else self.sample_shape
         if sample_shape is None:
             raise ValueError("Pass shape=(C, H, W) (this PFGMPPPrior has no sample_shape).")
         y = self.law(int(np.prod(sample_shape)), sigma_max).sample(num_samples, generator)

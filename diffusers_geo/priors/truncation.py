@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +27,10 @@ from ..parameterization import DiscreteVP
 from ..registry import serves_flow
 from ..schedulers import SigmaDDIMScheduler
 from ..schedulers.base import GeoScheduler
+from ..schedulers.options import Int, Real
 from ..schedules import SIGMA_SPACINGS, respace_sigmas, training_sigmas
 from ..schedules.flow import flow_sigma, noise_fraction, unshift_flow_fractions, whole_schedule_options
+from ..solvers.arguments import GENERATOR, Instance, Shape, item
 
 START_RTOL = 0.02  # a schedule "starts at" a prior's sigma if within 2% (integer timesteps round sigma)
 
@@ -139,11 +141,8 @@ def truncated_schedule(
     (1 + sigma_start)``. ``mu`` is the dynamic shift (Flux: ``calculate_shift`` of the resolution, as the
     pipeline computes it), required with ``use_dynamic_shifting=True``.
     """
-    if not isinstance(num_inference_steps, (int, np.integer)) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}.")
+    _check_schedule(scheduler, num_inference_steps, sigma_start, mu)
     sigma_start = float(sigma_start)
-    if not (sigma_start > 0 and math.isfinite(sigma_start)):
-        raise ValueError(f"sigma_start (sigma_T) must be a positive finite number, got {sigma_start}.")
     if serves_flow(scheduler.config):
         return _flow_truncated_schedule(scheduler, int(num_inference_steps), sigma_start, mu)
     if mu is not None:
@@ -216,6 +215,10 @@ def truncated_sigmas(scheduler_or_config, num_inference_steps: int, sigma_start:
     flow pipeline takes as ``sigmas=``."""
     scheduler = scheduler_or_config
     if not hasattr(scheduler, "set_timesteps"):
+        Instance(Mapping, "a scheduler or a scheduler config (pipe.scheduler.config)")(
+            "scheduler_or_config", scheduler
+        )
+        _check_schedule(None, num_inference_steps, sigma_start)  # before building a scheduler
         scheduler = SigmaDDIMScheduler.from_config(dict(scheduler_or_config))
     schedule = truncated_schedule(scheduler, num_inference_steps, sigma_start)
     if "sigmas" not in schedule.pipeline_kwargs:
@@ -223,6 +226,19 @@ def truncated_sigmas(scheduler_or_config, num_inference_steps: int, sigma_start:
             f"{type(scheduler).__name__} does not take `sigmas=`; use truncated_schedule(...).pipeline_kwargs."
         )
     return torch.tensor(schedule.pipeline_kwargs["sigmas"], dtype=torch.float64)
+
+
+def _check_schedule(scheduler, num_inference_steps, sigma_start, mu=None) -> None:
+    """The checks of :func:`truncated_schedule`'s arguments (``scheduler=None``: not yet built)."""
+    if scheduler is not None and not (hasattr(scheduler, "config") and hasattr(scheduler, "set_timesteps")):
+        raise TypeError(
+            f"scheduler must be a diffusers scheduler (e.g. pipe.scheduler), got {type(scheduler).__name__}."
+        )
+    Int(1)("num_inference_steps", num_inference_steps)
+    Real(0.0, low_open=True, hint="sigma_start (sigma_T) is a positive noise level.")(
+        "sigma_start", item(sigma_start)
+    )
+    Real(optional=True)("mu", item(mu))
 
 
 def _flow_truncated_schedule(scheduler, n: int, sigma_start: float, mu: float | None) -> TruncatedSchedule:
@@ -332,6 +348,11 @@ class PipelineLatents:
         ``shape`` does not match the prior's sample shape.
         """
         sample_shape = self.sample_shape
+        if shape is None:
+            Int(1)("batch_size", batch_size)
+        shape = Shape(optional=True)("shape", shape)
+        GENERATOR("generator", generator)
+        Instance(torch.dtype, "a torch.dtype")("dtype", dtype)
         if isinstance(scheduler, TruncatedSchedule):
             if set_timesteps_kwargs:
                 raise ValueError("Pass either a TruncatedSchedule or set_timesteps arguments, not both.")
@@ -341,7 +362,6 @@ class PipelineLatents:
                 "Pass a CPU torch.Generator: priors draw on the CPU in float64 (same latents on any device)."
             )
         if shape is not None:
-            shape = tuple(int(s) for s in shape)
             if sample_shape is not None and shape[1:] != tuple(sample_shape):
                 raise ValueError(
                     f"The pipeline's latents have shape {shape} but the prior's samples have shape "
@@ -351,8 +371,6 @@ class PipelineLatents:
         else:
             if sample_shape is None:
                 raise ValueError("This prior has no sample_shape: pass shape=(batch, C, H, W).")
-            if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-                raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
             shape = (int(batch_size), *sample_shape)
         start = schedule_start(scheduler, **set_timesteps_kwargs)
         expected = self._start_sigma

@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import torch
+
+from .arguments import Tensor, item
 
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -41,6 +44,16 @@ class ReferenceSolution:
     steps: int
 
 
+def _number(name: str, value, positive: bool, kind: type = Real) -> None:
+    """A finite real (``kind=Integral``: an int) that is > 0 (``positive``) or >= 0; 0-d tensors count."""
+    value = item(value)
+    what = "an int" if kind is Integral else "a finite number"
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {what} {'> 0' if positive else '>= 0'}, got {value}.")
+
+
 def solve_probability_flow_ode(
     denoiser: Denoiser,
     y: torch.Tensor,
@@ -59,7 +72,14 @@ def solve_probability_flow_ode(
         sigma_end: final noise level; 0 integrates to ``sigma_lo`` and returns ``D(y, sigma_lo)``.
         rtol, atol: tolerances of the step-size control (error norm: RMS per sample, worst sample).
     """
-    if not sigma_start > 0 or sigma_end < 0 or sigma_end >= sigma_start:
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be a callable D(y, sigma), got {type(denoiser).__name__}.")
+    Tensor(ndim=(2, None), hint="(batch first: y[None] for one sample)")("y", y)
+    for name, value in (("sigma_start", sigma_start), ("rtol", rtol), ("atol", atol), ("sigma_lo", sigma_lo)):
+        _number(name, value, positive=True)
+    _number("sigma_end", sigma_end, positive=False)
+    _number("max_steps", max_steps, positive=True, kind=Integral)
+    if sigma_end >= sigma_start:
         raise ValueError(f"Need sigma_start > sigma_end >= 0, got {sigma_start} and {sigma_end}.")
     nfe = 0
 

@@ -765,18 +765,45 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
     ) -> GeoSchedulerOutput | tuple:
         """Advance ``sample`` by one step of the solver.
 
+        ``step`` is atomic: if it raises (a bad input, a NaN model output, a failing noise draw or observer),
+        the scheduler is exactly as before the call (step index, multistep history, solver state,
+        ``_nonfinite_step``), so the same step can be retried. The inputs are checked before any work; the
+        rest runs on a shallow snapshot of the instance's attributes (``vars(self)``), restored on an
+        exception. Hooks may therefore assign ``self`` attributes freely (``self._history = [...]``), but
+        must replace a stored object rather than change it in place.
+
         Args:
             model_output: the model's prediction at ``(sample, timestep)`` (see ``prediction_type``).
             timestep: the current timestep (from ``self.timesteps``).
             sample: the current sample, in the pipeline's VP coordinates.
-            generator: random generator for stochastic solvers.
+            generator: random generator for stochastic solvers; a list takes one generator per sample
+                (its length must be the batch size, or 1).
             variance_noise: explicit standard-normal noise for stochastic solvers (overrides ``generator``).
             return_dict: return a :class:`GeoSchedulerOutput` (else a tuple, ``prev_sample`` first).
         """
+        self._check_step_inputs(model_output, sample, generator, variance_noise)
+        snapshot = dict(vars(self))
+        try:
+            return self._step(model_output, timestep, sample, generator, variance_noise, return_dict)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(snapshot)
+            raise
+
+    def _check_step_inputs(self, model_output, sample, generator, variance_noise) -> None:
+        """The checks of ``step`` that need no state: they raise before anything (a generator included)
+        is touched."""
         if self.num_inference_steps is None:
             raise ValueError(
                 f"{type(self).__name__}.step called before set_timesteps; call set_timesteps first."
             )
+        for name, value in (("model_output", model_output), ("sample", sample)):
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+                raise TypeError(
+                    f"{name} must be a floating-point tensor (float32, float16, bfloat16 or float64), got {kind}: "
+                    f"pass the {'model' if name == 'model_output' else 'pipeline'}'s tensor as it is."
+                )
         if model_output.shape != sample.shape:
             hint = ""
             if model_output.ndim == sample.ndim and model_output.ndim > 1:
@@ -793,6 +820,15 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 f"variance_noise has shape {tuple(variance_noise.shape)}, expected {tuple(sample.shape)}."
             )
+        if isinstance(generator, (list, tuple)) and variance_noise is None and self.stochastic:
+            if len(generator) not in (1, len(sample)):
+                raise ValueError(
+                    f"generator is a list of {len(generator)} generators but the batch has {len(sample)} "
+                    "samples: pass one generator per sample (or a single generator)."
+                )
+
+    def _step(self, model_output, timestep, sample, generator, variance_noise, return_dict):
+        """The body of :meth:`step`, after its input checks (any state it changes is restored if it raises)."""
         if self._step_index is None:
             self._init_step_index(timestep)
         index = self._step_index

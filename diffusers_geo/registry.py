@@ -9,6 +9,7 @@ suffix (``use_karras_sigmas=True``) and a ``+gits`` suffix (run on a GITS schedu
 from __future__ import annotations
 
 import ast
+import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -86,24 +87,74 @@ def load_scheduler(
     """Build a diffusers-geo scheduler from another scheduler's config.
 
     Args:
-        name_or_class: a name from :data:`SCHEDULERS` (case-insensitive, ``_`` or ``-``) or a class.
+        name_or_class: a name from :data:`SCHEDULERS` (case-insensitive, ``_`` or ``-``) with the registry's
+            options (``"er-sde:solver_order=2"``, ``"er-sde-karras"``, see :func:`parse_name`), or a class.
+            A ``+gits`` schedule is searched for a model, which this function has none of: it is refused
+            (:func:`make_scheduler` and the commands take it).
         config: e.g. ``pipe.scheduler.config``; keys the scheduler does not take are kept as hidden
             config (so switching back loses nothing). ``None`` uses the class defaults.
-        **overrides: config values to change, e.g. ``use_karras_sigmas=True``. A name the scheduler does
-            not take is a ``ValueError`` listing the valid ones (diffusers' ``from_config`` only warns: a typo
-            such as ``gama=1.5`` would otherwise sample with the default silently).
+        **overrides: config values to change, e.g. ``use_karras_sigmas=True`` (they win over options in the
+            name). A name the scheduler does not take is a ``ValueError`` listing the valid ones (diffusers'
+            ``from_config`` only warns: a typo such as ``gama=1.5`` would otherwise sample with the default
+            silently).
     """
+    config = _checked_config(config, "load_scheduler")
     if isinstance(name_or_class, str):
-        key = name_or_class.strip().lower().replace("_", "-")
-        if key not in SCHEDULERS:
-            raise ValueError(f"Unknown scheduler {name_or_class!r}; valid names: {sorted(SCHEDULERS)}.")
-        cls = SCHEDULERS[key]
+        base, gits = split_gits(name_or_class)
+        if gits is not None:
+            raise ValueError(
+                f"{name_or_class!r} asks for a GITS schedule, which is searched for a model: load_scheduler has "
+                "no model. Load the scheduler without '+gits' and set its schedule with "
+                "diffusers_geo.gits_schedule(model, steps, scheduler_config=...), or pass the name to "
+                "make_scheduler / the commands (bench, eval), which run the search."
+            )
+        base, options = parse_name(base)
+        if base not in SCHEDULERS:
+            raise ValueError(
+                f"Unknown scheduler {name_or_class!r}; valid names: {sorted(SCHEDULERS)}."
+                + _name_hint(base, sorted(SCHEDULERS) + [n + KARRAS_SUFFIX for n in sorted(SCHEDULERS)])
+            )
+        cls = SCHEDULERS[base]
+        overrides = {**options, **overrides}
     elif isinstance(name_or_class, type) and issubclass(name_or_class, GeoScheduler):
         cls = name_or_class
     else:
         raise TypeError(f"Expected a scheduler name or a GeoScheduler subclass, got {name_or_class!r}.")
     _check_overrides(cls, overrides)
-    return cls.from_config(dict(config or {}), **overrides)
+    return cls.from_config(config, **overrides)
+
+
+def _checked_config(config: Any, where: str) -> dict[str, Any]:
+    """``config`` as a dict; anything but a mapping (or ``None``, the defaults) is a ``TypeError`` naming
+    what to pass."""
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return dict(config)
+    if isinstance(config, SchedulerMixin):
+        got = f"a {type(config).__name__} instance"
+        fix = f"pass its config: {where}(..., scheduler.config) (e.g. pipe.scheduler.config)"
+    else:
+        got = f"{type(config).__name__} {config!r:.60}"
+        fix = f"pass a scheduler's config, e.g. {where}(..., pipe.scheduler.config)"
+    raise TypeError(
+        f"{where} takes a scheduler config (a mapping) as `config`, got {got}: {fix}; options go as keywords "
+        "or in the name ('er-sde:solver_order=2')."
+    )
+
+
+def _name_hint(base: str, valid: list[str]) -> str:
+    """What to write instead of the unknown scheduler name ``base``: its closest valid name and the syntax."""
+    close = difflib.get_close_matches(base, valid, n=1) or difflib.get_close_matches(base, all_names(), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    if base not in valid and base in all_names():
+        hint = (
+            f" {base!r} is a diffusers built-in: make_scheduler({base!r}, pipe.scheduler.config) builds it."
+        )
+    return (
+        f"{hint} Options are written 'name:key=value:...' (e.g. 'er-sde:solver_order=2'), Karras sigmas "
+        "'name-karras' and, in make_scheduler and the commands, a GITS schedule 'name+gits'."
+    )
 
 
 def _check_overrides(cls: type, overrides: Mapping[str, Any]) -> None:
@@ -123,7 +174,7 @@ def make_scheduler(
     see :func:`parse_name`; a ``+gits`` suffix is ignored here, the caller sets the schedule). Option names
     the scheduler does not take are a ``ValueError``.
     """
-    config = dict(config or {})
+    config = _checked_config(config, "make_scheduler")
     if isinstance(spec, SchedulerMixin):
         return spec
     if isinstance(spec, type):
@@ -132,7 +183,7 @@ def make_scheduler(
         base, options = parse_name(split_gits(spec)[0])
         options = {**options, **overrides}
         if base in SCHEDULERS:
-            return load_scheduler(base, config, **options)
+            return load_scheduler(SCHEDULERS[base], config, **options)
         cls, defaults = _builtin(base, config)
         _check_family(base, config)
         _check_overrides(cls, options)
@@ -168,7 +219,9 @@ def _builtin(name: str, config: Mapping[str, Any]) -> tuple[type[SchedulerMixin]
     base, karras = (name[: -len(KARRAS_SUFFIX)], True) if name.endswith(KARRAS_SUFFIX) else (name, False)
     table = {**BUILTINS, **FLOW_BUILTINS}
     if base not in table or (karras and not _supports_karras(table[base][0])):
-        raise ValueError(f"Unknown sampler {name!r}; valid names: {all_names()}.")
+        raise ValueError(
+            f"Unknown sampler {name!r}; valid names: {all_names()}." + _name_hint(name, all_names())
+        )
     class_name, defaults = table[base]
     if base in FLOW_BUILTINS:
         defaults = {**_flow_options(class_name, config), **defaults}
@@ -248,7 +301,10 @@ def resolve_names(text: str, extra_groups: dict[str, Callable[[], list[str]]] | 
             names.append(part)
         else:
             choices = ", ".join(repr(g) for g in groups)
-            raise ValueError(f"unknown scheduler {part!r}; use {choices} or one of {all_names()}")
+            raise ValueError(
+                f"unknown scheduler {part!r}; use {choices} or one of {all_names()}."
+                + _name_hint(_base_name(part), all_names())
+            )
     return list(dict.fromkeys(names))
 
 
@@ -257,14 +313,24 @@ def parse_name(name: str) -> tuple[str, dict[str, Any]]:
 
     Options after ``:`` are config overrides; values are Python literals (``2``, ``0.5``, ``True``,
     ``None``) or else plain strings (``noise_scale=ode``). A ``-karras`` suffix on one of our names is
-    ``use_karras_sigmas=True``.
+    ``use_karras_sigmas=True``. The name is case-insensitive and takes ``_`` for ``-``.
     """
     base, *options = name.strip().split(":")
+    base = _normal(base)
     overrides = _key_values(options, name, "key=value")
     if base not in SCHEDULERS and base.endswith(KARRAS_SUFFIX) and base[: -len(KARRAS_SUFFIX)] in SCHEDULERS:
         base = base[: -len(KARRAS_SUFFIX)]
         overrides = {"use_karras_sigmas": True, **overrides}
     return base, overrides
+
+
+def _normal(base: str) -> str:
+    return base.strip().lower().replace("_", "-")
+
+
+def _base_name(name: str) -> str:
+    """The bare name of ``name`` (without options or ``+gits``), for messages; never raises."""
+    return _normal(split_gits(name)[0].split(":")[0])
 
 
 def split_gits(name: str) -> tuple[str, dict[str, Any] | None]:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import diffusers
 import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -172,6 +173,66 @@ def _from_flow_match_class(config: Mapping[str, Any], owner: str) -> dict[str, A
     return {**config, "prediction_type": "flow_prediction"}
 
 
+def _source_keys(cls: type, config: Mapping[str, Any], origin: str | None) -> tuple[set[str] | None, str]:
+    """The config keys of the scheduler class the config comes from: the class named ``origin`` (a diffusers
+    class or one of ours); for a config without a class name (an in-memory diffusers config), the
+    ``_compatibles`` classes that take every key of it that ``cls`` does not (all of them if none does);
+    ``None`` for a class this process does not know; and the source's name for messages."""
+    if origin is None:
+        classes = [c for c in cls._get_compatibles() if isinstance(c, type)]
+        mine = set(inspect.signature(cls.__init__).parameters)
+        strange = {k for k in config if not k.startswith("_") and k not in mine}
+        fits = [c for c in classes if strange <= set(inspect.signature(c.__init__).parameters)]
+        if len(fits) == 1:
+            origin = fits[0].__name__
+        classes = fits or classes
+    else:
+        ours = {c.__name__: c for c in _subclasses(GeoScheduler)}
+        found = ours.get(origin) or getattr(diffusers, origin, None)
+        if not isinstance(found, type):
+            return None, origin
+        classes = [found]
+    keys = {name for c in classes for name in inspect.signature(c.__init__).parameters}
+    return keys, origin or "another scheduler"
+
+
+def _subclasses(klass: type) -> list[type]:
+    return [c for sub in klass.__subclasses__() for c in (sub, *_subclasses(sub))]
+
+
+def _without_foreign_options(
+    cls: type, config: dict[str, Any], origin: str | None, kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``config`` of another scheduler without the options of ``cls`` that may be the source's own.
+
+    An option of ours the source class takes too (DPM-Solver's ``solver_order``, EDM's ``sigma_data``) is
+    that scheduler's setting, not a choice for ours: it is dropped (our default applies), with a warning
+    naming the keyword that sets it, unless it equals our default or the keyword is given. One the source
+    class does not take is kept: only the caller can have put it there. For a source class this process
+    does not know, every option of ours is treated as possibly its own."""
+    own = set(inspect.signature(cls.__init__).parameters) - set(
+        inspect.signature(GeoScheduler.__init__).parameters
+    )
+    theirs, source = _source_keys(cls, config, origin)
+    defaults = set(config.get("_use_default_values", []))
+    dropped = {k: v for k, v in config.items() if k in own and (theirs is None or k in theirs)}
+    noted = {
+        k: v
+        for k, v in dropped.items()
+        if k not in defaults
+        and k not in kwargs
+        and v != inspect.signature(cls.__init__).parameters[k].default
+    }
+    if noted:
+        given = ", ".join(f"{k}={v!r}" for k, v in noted.items())
+        logger.warning(
+            f"{cls.__name__}.from_config: {given} in the config of {source} is that scheduler's own setting and "
+            f"is not taken (the {cls.__name__} default applies). To use it, pass it as a keyword: "
+            f"{cls.__name__}.from_config(config, {given})."
+        )
+    return {k: v for k, v in config.items() if k not in dropped}
+
+
 class GeoScheduler(SchedulerMixin, ConfigMixin):
     """Shared base of every diffusers-geo scheduler (not used directly).
 
@@ -254,7 +315,10 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         A config of another class gives only the shared schedule keys (betas, flow shifts,
         spacing, offsets, sigma options, prediction type, zero-SNR, ...): an option of ours whose name another
         scheduler also uses (``solver_order`` of DPM-Solver, say) keeps our default unless the config comes
-        from this very class. The origin is the config's ``_class_name`` (every saved config and every
+        from this very class, with a warning that names the keyword to pass (:func:`_without_foreign_options`);
+        an option of ours that the source class does not have can only be the caller's
+        (``{**pipe.scheduler.config, "quadrature": "riemann-200"}``) and is taken, as diffusers' own
+        schedulers take it. The origin is the config's ``_class_name`` (every saved config and every
         diffusers-geo config has one); without it, a config with keys this class does not take is foreign
         (an in-memory config of a diffusers scheduler), one with only our keys is the caller's own."""
         flow_match = is_flow_match_config(config_dict)
@@ -279,8 +343,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 "do for flow models."
             )
         if foreign:
-            own = accepted - set(inspect.signature(GeoScheduler.__init__).parameters)
-            config_dict = {k: v for k, v in config_dict.items() if k not in own}
+            config_dict = _without_foreign_options(cls, config_dict, origin, kwargs)
         return super().extract_init_dict(config_dict, **kwargs)
 
     def __init__(
@@ -765,18 +828,45 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
     ) -> GeoSchedulerOutput | tuple:
         """Advance ``sample`` by one step of the solver.
 
+        ``step`` is atomic: if it raises (a bad input, a NaN model output, a failing noise draw or observer),
+        the scheduler is exactly as before the call (step index, multistep history, solver state,
+        ``_nonfinite_step``), so the same step can be retried. The inputs are checked before any work; the
+        rest runs on a shallow snapshot of the instance's attributes (``vars(self)``), restored on an
+        exception. Hooks may therefore assign ``self`` attributes freely (``self._history = [...]``), but
+        must replace a stored object rather than change it in place.
+
         Args:
             model_output: the model's prediction at ``(sample, timestep)`` (see ``prediction_type``).
             timestep: the current timestep (from ``self.timesteps``).
             sample: the current sample, in the pipeline's VP coordinates.
-            generator: random generator for stochastic solvers.
+            generator: random generator for stochastic solvers; a list takes one generator per sample
+                (its length must be the batch size, or 1).
             variance_noise: explicit standard-normal noise for stochastic solvers (overrides ``generator``).
             return_dict: return a :class:`GeoSchedulerOutput` (else a tuple, ``prev_sample`` first).
         """
+        self._check_step_inputs(model_output, sample, generator, variance_noise)
+        snapshot = dict(vars(self))
+        try:
+            return self._step(model_output, timestep, sample, generator, variance_noise, return_dict)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(snapshot)
+            raise
+
+    def _check_step_inputs(self, model_output, sample, generator, variance_noise) -> None:
+        """The checks of ``step`` that need no state: they raise before anything (a generator included)
+        is touched."""
         if self.num_inference_steps is None:
             raise ValueError(
                 f"{type(self).__name__}.step called before set_timesteps; call set_timesteps first."
             )
+        for name, value in (("model_output", model_output), ("sample", sample)):
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+                raise TypeError(
+                    f"{name} must be a floating-point tensor (float32, float16, bfloat16 or float64), got {kind}: "
+                    f"pass the {'model' if name == 'model_output' else 'pipeline'}'s tensor as it is."
+                )
         if model_output.shape != sample.shape:
             hint = ""
             if model_output.ndim == sample.ndim and model_output.ndim > 1:
@@ -793,6 +883,15 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 f"variance_noise has shape {tuple(variance_noise.shape)}, expected {tuple(sample.shape)}."
             )
+        if isinstance(generator, (list, tuple)) and variance_noise is None and self.stochastic:
+            if len(generator) not in (1, len(sample)):
+                raise ValueError(
+                    f"generator is a list of {len(generator)} generators but the batch has {len(sample)} "
+                    "samples: pass one generator per sample (or a single generator)."
+                )
+
+    def _step(self, model_output, timestep, sample, generator, variance_noise, return_dict):
+        """The body of :meth:`step`, after its input checks (any state it changes is restored if it raises)."""
         if self._step_index is None:
             self._init_step_index(timestep)
         index = self._step_index

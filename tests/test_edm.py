@@ -257,7 +257,10 @@ def test_edm_dpm_solver_config_serves_and_round_trips():
 def test_a_vp_config_stays_vp():
     ours = SigmaDDIMScheduler()
     assert not ours.is_edm and ours.config.preconditioning == "none"
-    assert ours.scale_model_input(torch.ones(1), 999) is not None and ours.init_noise_sigma == 1.0
+    ours.set_timesteps(4)
+    x = torch.randn(1, 1, 2, 2)
+    assert torch.equal(ours.scale_model_input(x, ours.timesteps[0]), x) and ours.init_noise_sigma == 1.0
+    assert ours.timesteps[0] > 900  # training timesteps, not c_noise
 
 
 def test_custom_sigmas_ramp_timesteps_and_ve_sigmas():

@@ -11,8 +11,11 @@ A *parameterisation* says how a pipeline's sample ``x`` relates to ``y``:
 * :class:`FlowMatching` (SD3, Flux, every FlowMatch pipeline): ``x = (1 - s) x0 + s eps``, so ``alpha = 1 - s
   = 1 / (1 + sigma)`` and ``sigma = s / (1 - s)``; the model predicts the velocity ``v = eps - x0`` at
   timestep ``1000 s`` and ``D = x - s v``.
+* :class:`EDM` (Karras et al. 2022, Playground v2.5, CosXL: ``EDMEulerScheduler`` / ``EDMDPMSolverMultistepScheduler``
+  configs): the sample is ``y`` itself (``alpha = 1``); the network sees ``c_in x`` at ``c_noise = log(sigma) / 4``
+  and its output ``F`` gives ``D = c_skip x + c_out F`` (Table 1 of the paper).
 
-Both give ``to_y`` (the sample in solver coordinates) and ``denoised`` (the data prediction ``D``), so the
+All three give ``to_y`` (the sample in solver coordinates) and ``denoised`` (the data prediction ``D``), so the
 solvers never see which family they serve. A flow run starts at ``s = 1``, i.e. ``sigma = inf``, where ``y`` is
 infinite: there ``to_y`` returns the finite limit ``y / sigma = x / s = x`` (the pure-noise sample), and every
 solver takes its first step in its exact limit ``sigma -> inf`` with that convention (see
@@ -69,6 +72,72 @@ class DiscreteVP:
     ) -> torch.Tensor:
         """``D`` from the model output (:func:`denoised_from_y`)."""
         return denoised_from_y(output, y, self.alpha(sigma), sigma, prediction_type)
+
+
+class EDM:
+    """EDM preconditioning (Karras et al. 2022, arXiv 2206.00364, Table 1 and Sec. 5): ``x = y = x0 + sigma eps``
+    (``alpha = 1``), the network ``F`` is called on ``c_in x`` at ``c_noise`` and
+    ``D = c_skip x + c_out F`` with ``c_skip = sigma_data^2 / (sigma^2 + sigma_data^2)``,
+    ``c_out = sigma sigma_data / sqrt(sigma^2 + sigma_data^2)`` (negated for ``v_prediction``, as diffusers'
+    ``EDMEulerScheduler.precondition_outputs``), ``c_in = 1 / sqrt(sigma^2 + sigma_data^2)`` and
+    ``c_noise = log(sigma) / 4``. The trained range is ``[sigma_min, sigma_max]``.
+    """
+
+    prediction_types = ("epsilon", "v_prediction")
+
+    def __init__(self, sigma_min: float, sigma_max: float, sigma_data: float):
+        self.sigma_min, self.sigma_max, self.sigma_data = (
+            float(sigma_min),
+            float(sigma_max),
+            float(sigma_data),
+        )
+
+    @staticmethod
+    def alpha(sigma: float | torch.Tensor) -> float | torch.Tensor:
+        """Signal scale 1: the pipeline's sample is already ``x0 + sigma eps``."""
+        return torch.ones_like(sigma) if isinstance(sigma, torch.Tensor) else 1.0
+
+    @staticmethod
+    def timestep_of(sigmas: torch.Tensor) -> torch.Tensor:
+        """``c_noise = log(sigma) / 4``, computed in float32 from float32 sigmas as diffusers' EDM schedulers do,
+        so the timesteps equal theirs bit for bit."""
+        return 0.25 * torch.log(sigmas.to(torch.float32))
+
+    @staticmethod
+    def sigma_of(timesteps: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`timestep_of`, ``sigma = exp(4 c_noise)``."""
+        return torch.exp(4 * timesteps.to(torch.float64))
+
+    def c_in(self, sigma: float | torch.Tensor) -> float | torch.Tensor:
+        """Input scale ``1 / sqrt(sigma^2 + sigma_data^2)`` (unit variance network input)."""
+        return (sigma**2 + self.sigma_data**2) ** -0.5
+
+    def to_y(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """``y = x`` (``alpha = 1``)."""
+        return x
+
+    def denoised(
+        self, output: torch.Tensor, x: torch.Tensor, y: torch.Tensor, sigma: float, prediction_type: str
+    ) -> torch.Tensor:
+        """``D = c_skip x + c_out F``."""
+        if prediction_type not in self.prediction_types:
+            raise ValueError(
+                f"An EDM model needs prediction_type in {self.prediction_types}, got {prediction_type!r} "
+                "(diffusers' EDM schedulers precondition only these two)."
+            )
+        var = sigma**2 + self.sigma_data**2
+        c_skip = self.sigma_data**2 / var
+        c_out = sigma * self.sigma_data / var**0.5
+        if prediction_type == "v_prediction":
+            c_out = -c_out
+        return c_skip * x + c_out * output
+
+    def model_output(self, denoised: torch.Tensor, x: torch.Tensor, sigma: float, prediction_type: str):
+        """The inverse of :meth:`denoised`: the network output ``F = (D - c_skip x) / c_out`` for data
+        prediction ``D`` at ``x`` (for exact denoisers in tests and benchmarks)."""
+        var = sigma**2 + self.sigma_data**2
+        c_out = sigma * self.sigma_data / var**0.5 * (-1 if prediction_type == "v_prediction" else 1)
+        return (denoised - self.sigma_data**2 / var * x) / c_out
 
 
 class FlowMatching:

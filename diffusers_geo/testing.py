@@ -33,6 +33,7 @@ from diffusers import (
     DDIMScheduler,
     DDPMPipeline,
     DDPMScheduler,
+    EDMEulerScheduler,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     FluxImg2ImgPipeline,
@@ -115,7 +116,6 @@ OWN_OVERRIDES: dict[str, dict] = {
         intermediate_point=0.5,
         max_multistep_weight=1.5,
         corrector=False,
-        sigma_data=1.0,
     ),
 }
 # options that cannot be combined with the values above; their round trip is tested elsewhere
@@ -559,6 +559,17 @@ def tiny_sdxl_pipelines(
         scheduler = type(scheduler).from_config(scheduler.config)
     _install(refiner, scheduler)
     return base, refiner
+
+
+def tiny_edm_sdxl_pipeline(
+    scheduler: SchedulerSpec | None = None, seed: int = 0, **edm_config: Any
+) -> StableDiffusionXLPipeline:
+    """The tiny SDXL base of :func:`tiny_sdxl_pipelines` with an ``EDMEulerScheduler`` (``edm_config`` its
+    options), as Playground v2.5 ships SDXL with an EDM scheduler; ``scheduler`` is then built from that
+    EDM config."""
+    base, _ = tiny_sdxl_pipelines(seed=seed)
+    base.scheduler = EDMEulerScheduler(**edm_config)
+    return _install(base, scheduler)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -35,11 +35,12 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..parameterization import PREDICTION_TYPES, DiscreteVP, FlowMatching
+from ..parameterization import EDM, PREDICTION_TYPES, DiscreteVP, FlowMatching
 from ..schedules import (
     BETA_SCHEDULES,
     TIMESTEP_SPACINGS,
     append_terminal,
+    edm_sigmas,
     make_betas,
     rescale_zero_terminal_snr,
     respace_sigmas,
@@ -59,6 +60,10 @@ from ..schedules.ode_jump import OdeJump, ode_jump
 from .options import Betas, Bool, Check, Choice, Int, Real
 
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
+SIGMA_SCHEDULES = ("karras", "exponential")
+PRECONDITIONINGS = ("none", "edm")
+#: what an EDM config (``preconditioning="edm"``) records where the option is not given: diffusers' EDM defaults
+EDM_DEFAULTS: dict[str, Any] = {"sigma_min": 0.002, "sigma_max": 80.0, "sigma_schedule": "karras", "rho": 7.0}
 _BETA = Real(0.0, 1.0, low_open=True, high_open=True)
 _SIGMA = Real(0.0, low_open=True, optional=True, hint="(None: the trained end)")
 
@@ -130,6 +135,8 @@ def scheduler_config(init: Callable) -> Callable:
             given.get("prediction_type") == "flow_prediction"
         ):  # the class's flow defaults, recorded in the config
             given = {**type(self).flow_defaults, **given}
+        if given.get("preconditioning") == "edm":  # an EDM model records its schedule, as EDM configs do
+            given = {**EDM_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
         checks = type(self).option_checks()
         for name, value in given.items():
             if name in checks:
@@ -158,6 +165,19 @@ def is_flow_match_config(config: Mapping[str, Any]) -> bool:
     if origin is not None:
         return isinstance(origin, str) and origin.startswith("FlowMatch")
     return "shift" in config and "prediction_type" not in config
+
+
+def is_edm_config(config: Mapping[str, Any]) -> bool:
+    """Whether ``config`` is an EDM scheduler's (``EDMEulerScheduler``, ``EDMDPMSolverMultistepScheduler``):
+    saved ones name their class; in memory they are the configs with ``sigma_data``, ``sigma_schedule`` and
+    ``rho`` (the consistency-model schedulers have no ``sigma_schedule``). A diffusers-geo config says so in its
+    ``preconditioning`` key."""
+    origin = config.get("_class_name")
+    if isinstance(origin, str) and origin.startswith("EDM"):
+        return True
+    if origin is None:
+        return all(k in config for k in ("sigma_data", "sigma_schedule", "rho"))
+    return False
 
 
 def _from_flow_match_class(config: Mapping[str, Any], owner: str) -> dict[str, Any]:
@@ -233,6 +253,28 @@ def _without_foreign_options(
     return {k: v for k, v in config.items() if k not in dropped}
 
 
+def _from_edm_class(config: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """An EDM scheduler's config in our terms: its keys are ours already, and ``preconditioning="edm"``
+    records the family (so a saved config reloads as EDM). ``prediction_type="sample"`` (which
+    ``EDMDPMSolverMultistepScheduler`` accepts but its ``precondition_outputs`` refuses) and
+    ``thresholding=True`` (DPM-Solver's clipping of ``D``, which no sampler of ours implements) are refused by
+    name; the DPM-Solver's other options are its own sampler's and, like every other scheduler's own options,
+    are not taken over."""
+    origin = config.get("_class_name") or "an EDM scheduler"
+    if config.get("prediction_type") == "sample":
+        raise ValueError(
+            f"The config of {origin} has prediction_type='sample', which diffusers' EDM preconditioning does not "
+            f"define (its precondition_outputs takes 'epsilon' or 'v_prediction'): {owner} cannot serve it. Set "
+            "prediction_type to what the network predicts."
+        )
+    if config.get("thresholding"):
+        raise ValueError(
+            f"The config of {origin} has thresholding=True (dynamic thresholding of the data prediction), which "
+            f"{owner} does not implement: set thresholding=False, or keep the EDM scheduler for this model."
+        )
+    return {**config, "preconditioning": "edm"}
+
+
 class GeoScheduler(SchedulerMixin, ConfigMixin):
     """Shared base of every diffusers-geo scheduler (not used directly).
 
@@ -257,6 +299,14 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         jump_step: the same, naming the solver step (0-based) to jump from instead of a noise level.
             After ``set_timesteps``, ``self.ode_jump`` (an :class:`OdeJump`) reports where the run ends
             and how many model calls it saves.
+        preconditioning: "edm" for an EDM-preconditioned model (Karras et al. 2022;
+            ``X.from_config`` of an ``EDMEulerScheduler`` / ``EDMDPMSolverMultistepScheduler`` config sets it,
+            :class:`~diffusers_geo.parameterization.EDM`): ``sigma_min`` / ``sigma_max`` are then the trained
+            range (default 0.002 / 80), ``timesteps`` are ``c_noise`` and ``scale_model_input`` scales by ``c_in``.
+        sigma_data: the data's standard deviation: EDM's ``c_skip`` / ``c_out`` / ``c_in``, and the geometric
+            Heun corrector's first-order move (EDM's 0.5).
+        sigma_schedule, rho: an EDM model's schedule for ``num_inference_steps``: "karras" (with ``rho``) or
+            "exponential" between ``sigma_min`` and ``sigma_max``, as its EDM scheduler builds it.
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
@@ -298,6 +348,10 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         "time_shift_type": Choice(TIME_SHIFT_TYPES),
         "use_flow_sigmas": Bool(),
         "flow_shift": Real(0.0, low_open=True, hint="(1 is no shift)"),
+        "preconditioning": Choice(PRECONDITIONINGS, hint="('edm' for EDMEuler / EDMDPMSolver configs)"),
+        "sigma_data": Real(0.0, low_open=True, hint="(0.5 for images in [-1, 1])"),
+        "sigma_schedule": Choice(SIGMA_SCHEDULES),
+        "rho": Real(0.0, low_open=True, hint="(EDM uses 7)"),
     }
 
     @classmethod
@@ -320,10 +374,15 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         (``{**pipe.scheduler.config, "quadrature": "riemann-200"}``) and is taken, as diffusers' own
         schedulers take it. The origin is the config's ``_class_name`` (every saved config and every
         diffusers-geo config has one); without it, a config with keys this class does not take is foreign
-        (an in-memory config of a diffusers scheduler), one with only our keys is the caller's own."""
+        (an in-memory config of a diffusers scheduler), one with only our keys is the caller's own. An EDM
+        scheduler's config (:func:`is_edm_config`) keeps its EDM keys (``sigma_min``, ``sigma_max``,
+        ``sigma_data``, ``sigma_schedule``, ``rho``, ``final_sigmas_type``, ``prediction_type``), which select
+        the :class:`~diffusers_geo.parameterization.EDM` parameterisation."""
         flow_match = is_flow_match_config(config_dict)
         if flow_match:
             config_dict = _from_flow_match_class(config_dict, cls.__name__)
+        elif is_edm_config(config_dict):
+            config_dict = _from_edm_class(config_dict, cls.__name__)
         origin = config_dict.get("_class_name")
         accepted = set(inspect.signature(cls.__init__).parameters)
         if origin is None:
@@ -375,6 +434,10 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         time_shift_type: str = "exponential",
         use_flow_sigmas: bool = False,
         flow_shift: float = 1.0,
+        preconditioning: str = "none",
+        sigma_data: float = 0.5,
+        sigma_schedule: str = "karras",
+        rho: float = 7.0,
     ):
         # each value was checked on its own by the options above (scheduler_config); here: how they combine
         respacings = [
@@ -411,12 +474,17 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         if rescale_betas_zero_snr:
             self.alphas_cumprod[-1] = 2**-24  # finite sigma_max, as diffusers' Euler does
-        if prediction_type == "flow_prediction":
-            self.parameterization: DiscreteVP | FlowMatching = FlowMatching(num_train_timesteps)
+        if preconditioning == "edm":
+            self.parameterization: DiscreteVP | FlowMatching | EDM = EDM(sigma_min, sigma_max, sigma_data)
+            # what EDM pipelines multiply N(0, I) by: diffusers' EDM schedulers' sqrt(sigma_max^2 + 1)
+            self.init_noise_sigma = (sigma_max**2 + 1) ** 0.5
+        elif prediction_type == "flow_prediction":
+            self.parameterization = FlowMatching(num_train_timesteps)
+            self.init_noise_sigma = 1.0
         else:
             self.parameterization = DiscreteVP(_checked_training_sigmas(self.alphas_cumprod, trained_betas))
             _check_sigma_range(sigma_min, sigma_max, self.parameterization)
-        self.init_noise_sigma = 1.0  # VP interface: pipelines start from unscaled N(0, I)
+            self.init_noise_sigma = 1.0  # VP interface: pipelines start from unscaled N(0, I)
         # the config names its class in memory too (diffusers adds it only on saving): from_config of it
         # then knows our own options are meant for this class (see extract_init_dict)
         self.register_to_config(_class_name=type(self).__name__)
@@ -435,6 +503,11 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         self.reset_state()
 
     @property
+    def is_edm(self) -> bool:
+        """Whether the model is EDM-preconditioned (``preconditioning="edm"``)."""
+        return self.config.preconditioning == "edm"
+
+    @property
     def is_flow_matching(self) -> bool:
         """Whether the model is a flow-matching (velocity) model: ``prediction_type="flow_prediction"``."""
         return self.config.prediction_type == "flow_prediction"
@@ -442,6 +515,21 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
     def _check_model_family(self) -> None:
         """The options of one model family must not be set for the other (a silent wrong image otherwise)."""
         cfg = self.config
+        if cfg.preconditioning == "edm":
+            self._check_edm_options()
+            return
+        edm_only = {
+            name: getattr(cfg, name) for name, default in (("sigma_schedule", "karras"), ("rho", 7.0))
+        }
+        edm_only = {k: v for k, v in edm_only.items() if v != EDM_DEFAULTS[k]}
+        if edm_only:
+            raise ValueError(
+                f"{', '.join(f'{k}={v!r}' for k, v in edm_only.items())} is the schedule of an EDM model, but "
+                "preconditioning='none' (not an EDM model). For an EDM model pass preconditioning='edm' "
+                "(X.from_config of its EDMEulerScheduler / EDMDPMSolverMultistepScheduler config does this); "
+                "otherwise use "
+                "use_karras_sigmas / use_exponential_sigmas."
+            )
         if cfg.prediction_type == "flow_prediction":
             if cfg.final_sigmas_type != "zero":
                 raise ValueError(
@@ -499,6 +587,37 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 f"prediction_type={cfg.prediction_type!r} is a variance-preserving model's. For a flow model "
                 "(SD3, Flux) pass prediction_type='flow_prediction' (X.from_config(pipe.scheduler.config) of a "
                 "FlowMatch scheduler does this), otherwise leave the flow options at their defaults."
+            )
+
+    def _check_edm_options(self) -> None:
+        """An EDM model's schedule is set by sigma_min / sigma_max / sigma_schedule / rho: the options of the
+        other families would be silently unused, so a value other than their default is refused by name."""
+        cfg = self.config
+        if cfg.prediction_type not in EDM.prediction_types:
+            raise ValueError(
+                f"prediction_type={cfg.prediction_type!r} is not an EDM model's: diffusers' EDM preconditioning "
+                f"takes {list(EDM.prediction_types)}. Set prediction_type to what the network predicts."
+            )
+        if not cfg.sigma_min < cfg.sigma_max:
+            raise ValueError(
+                f"sigma_min={cfg.sigma_min:g} must be below sigma_max={cfg.sigma_max:g} (EDM: 0.002, 80)."
+            )
+        defaults = {
+            p.name: p.default
+            for p in inspect.signature(GeoScheduler.__init__).parameters.values()
+            if p.name
+            in (
+                "beta_start", "beta_end", "beta_schedule", "trained_betas", "timestep_spacing", "steps_offset",
+                "rescale_betas_zero_snr", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
+                "shift", "use_dynamic_shifting", "shift_terminal", "use_flow_sigmas", "flow_shift",
+            )
+        }  # fmt: skip
+        unused = {k: getattr(cfg, k) for k, v in defaults.items() if getattr(cfg, k) != v}
+        if unused:
+            raise ValueError(
+                f"{', '.join(f'{k}={v!r}' for k, v in unused.items())} do(es) not apply to an EDM model "
+                "(preconditioning='edm'): its schedule is set by sigma_min, sigma_max, sigma_schedule and "
+                "rho, as on EDMEulerScheduler. Leave these options at their defaults."
             )
 
     # ----------------------------------------------------------------------------------------------
@@ -649,7 +768,10 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                     f"variance-preserving model (prediction_type={self.config.prediction_type!r}). Do not pass "
                     "mu, or build the scheduler from the flow pipeline's scheduler config."
                 )
-            sigmas, given = self._vp_sigmas(num_inference_steps, timesteps, sigmas)
+            if self.is_edm:
+                sigmas, given = self._edm_sigmas(num_inference_steps, timesteps, sigmas)
+            else:
+                sigmas, given = self._vp_sigmas(num_inference_steps, timesteps, sigmas)
 
         cfg, param = self.config, self.parameterization
         sigmas = self.schedule_sigmas(sigmas, given)
@@ -742,6 +864,70 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
 
         return sigmas, given
 
+    def _edm_sigmas(self, num_inference_steps, timesteps, sigmas) -> tuple[torch.Tensor, str]:
+        """The N + 1 sigmas of an EDM model's run, as ``EDMEulerScheduler.set_timesteps`` builds them: N steps
+        are its ``sigma_schedule`` at ``ramp = linspace(0, 1, N)``; ``sigmas`` increasing from 0 to at most 1 are
+        such a ramp (EDMEulerScheduler's and Cosmos' convention, N values), decreasing ones our VE noise levels
+        (N + 1 values with the terminal one); ``timesteps`` are ``c_noise = log(sigma) / 4``."""
+        passed = [
+            name
+            for name, v in (
+                ("num_inference_steps", num_inference_steps),
+                ("timesteps", timesteps),
+                ("sigmas", sigmas),
+            )
+            if v is not None
+        ]
+        if len(passed) != 1:
+            raise ValueError(
+                "Pass exactly one of `num_inference_steps`, `timesteps` or `sigmas` to set_timesteps, "
+                f"got {passed or 'none'}."
+            )
+        param = self.parameterization
+        if sigmas is not None:
+            values = _as_float64("sigmas", sigmas)
+            if (
+                len(values) > 1
+                and bool((values[1:] > values[:-1]).all())
+                and values[0] >= 0
+                and values[-1] <= 1
+            ):
+                return append_terminal(self._edm_schedule(values), self._edm_terminal()), "sigmas"
+            sigmas = _as_decreasing("sigmas", values)
+            if len(sigmas) < 2:
+                raise ValueError(
+                    "`sigmas` needs at least 2 values: N noise levels and the terminal one (or an increasing ramp "
+                    "in [0, 1], as EDMEulerScheduler takes it)."
+                )
+            _check_call_levels(sigmas[:-1], param)
+            return sigmas, "sigmas"
+        if timesteps is not None:
+            t = _as_float64("timesteps", timesteps)
+            if len(t) == 0 or not torch.isfinite(t).all() or (len(t) > 1 and not (t[1:] < t[:-1]).all()):
+                raise ValueError(
+                    "`timesteps` of an EDM model are strictly decreasing finite c_noise = log(sigma) / 4 values, "
+                    f"got {t.tolist()}."
+                )
+            levels = param.sigma_of(t)
+            _check_call_levels(levels, param)
+            return append_terminal(levels, self._edm_terminal()), "timesteps"
+        n = num_inference_steps
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+            raise TypeError(f"num_inference_steps must be an int, got {type(n).__name__}.")
+        if n < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {n}.")
+        levels = self._edm_schedule(torch.linspace(0, 1, n, dtype=torch.float64))
+        return append_terminal(levels, self._edm_terminal()), "steps"
+
+    def _edm_schedule(self, ramp: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        return edm_sigmas(ramp, cfg.sigma_schedule, cfg.sigma_min, cfg.sigma_max, cfg.rho)
+
+    def _edm_terminal(self) -> float:
+        """``final_sigmas_type="sigma_min"`` on an EDM model: ``config.sigma_min`` (EDMDPMSolverMultistep's
+        rule; EDMEuler's, the last call's level, is the same for every schedule it builds)."""
+        return 0.0 if self.config.final_sigmas_type == "zero" else float(self.config.sigma_min)
+
     def _flow_sigmas(self, num_inference_steps, timesteps, sigmas, mu) -> tuple[torch.Tensor, str]:
         """The N + 1 VE sigmas of a flow-matching model's run (``sigma = s / (1 - s)``, ``inf`` at ``s = 1``),
         built in noise fractions ``s`` exactly as ``FlowMatchEulerDiscreteScheduler.set_timesteps`` builds them
@@ -814,8 +1000,22 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
     # the VP interface
     # ----------------------------------------------------------------------------------------------
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
-        """Identity: the pipeline's sample is already the VP model input."""
-        return sample
+        """Identity for VP and flow models (the pipeline's sample is already the model input); for an EDM model
+        ``c_in x = x / sqrt(sigma^2 + sigma_data^2)`` at the level of the current step (of ``timestep`` before
+        the first step), as ``EDMEulerScheduler.scale_model_input``. Changes no state."""
+        if not self.is_edm:
+            return sample
+        if self.sigmas is None:
+            raise ValueError(
+                "scale_model_input of an EDM model needs the schedule: call set_timesteps first."
+            )
+        if self._step_index is not None:
+            index = self._step_index
+        elif self._begin_index is not None:
+            index = self._begin_index
+        else:
+            index = self.index_for_timestep(timestep)
+        return sample * self.parameterization.c_in(float(self.sigmas[index]))
 
     def step(
         self,
@@ -1070,6 +1270,13 @@ def _check_call_levels(levels: torch.Tensor, param: DiscreteVP) -> None:
             f"[{lo:.6g}, {hi:.6g}]: only the last (terminal) value may lie below it (0 for a final denoising "
             "step). Clip the schedule to the trained range."
         )
+
+
+def _as_float64(name: str, values) -> torch.Tensor:
+    """``values`` as a 1-D float64 CPU tensor (a list of Python floats never passes through float32)."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().to(torch.float64).reshape(-1)
+    return torch.as_tensor(np.asarray(values, dtype=np.float64)).reshape(-1)
 
 
 def _as_decreasing(name: str, values) -> torch.Tensor:

@@ -60,7 +60,8 @@ class GeometricHeunScheduler(GeoScheduler):
         corrector: Heun's corrector with the next step's evaluation (``multistep=True`` only).
         sigma_data: the data's standard deviation per dimension (> 0) in the first-order move of the
             denoiser output to the corrected point; EDM's 0.5 (images in [-1, 1]; results change little
-            between 0.5 and 1, which suits Stable Diffusion's scaled latents).
+            between 0.5 and 1, which suits Stable Diffusion's scaled latents). A shared config key: on an EDM
+            model it is also the model's own ``sigma_data``.
         **base_config: every option of :class:`GeoScheduler`.
     """
 
@@ -71,7 +72,6 @@ class GeometricHeunScheduler(GeoScheduler):
         ),
         "max_multistep_weight": Real(0.0, low_open=True, optional=True, hint="(None: no limit)"),
         "corrector": Bool(),
-        "sigma_data": Real(0.0, low_open=True, hint="(0.5 for images in [-1, 1])"),
     }
 
     @scheduler_config
@@ -81,7 +81,6 @@ class GeometricHeunScheduler(GeoScheduler):
         intermediate_point: float = 1.0,
         max_multistep_weight: float | None = 2.0,
         corrector: bool = True,
-        sigma_data: float = 0.5,
         **base_config,
     ):
         if multistep and intermediate_point != 1:

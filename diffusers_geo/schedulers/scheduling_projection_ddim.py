@@ -133,9 +133,10 @@ class ProjectionDDIMScheduler(GeoScheduler):
         self._state_index: int | None = None
 
     def schedule_sigmas(self, sigmas: torch.Tensor, given: str) -> torch.Tensor:
-        """Replace the spaced schedule by the paper's log-linear one (unless custom or respaced)."""
+        """Replace the spaced schedule by the paper's log-linear one (unless custom or respaced; an EDM model's
+        ``sigma_schedule`` is a respacing, so the model sees its EDM scheduler's levels)."""
         cfg = self.config
-        respaced = cfg.use_karras_sigmas or cfg.use_exponential_sigmas or cfg.use_beta_sigmas
+        respaced = cfg.use_karras_sigmas or cfg.use_exponential_sigmas or cfg.use_beta_sigmas or self.is_edm
         if cfg.schedule != "log-linear" or respaced or given != "steps":
             return sigmas
         if self.is_flow_matching:

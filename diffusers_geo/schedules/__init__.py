@@ -114,6 +114,20 @@ def exponential_sigmas(sigma_min: float, sigma_max: float, n: int) -> torch.Tens
     return torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64).exp()
 
 
+def edm_sigmas(ramp: torch.Tensor, schedule: str, sigma_min: float, sigma_max: float, rho: float = 7.0):
+    """An EDM model's call sigmas at the points ``ramp`` in [0, 1] (0: ``sigma_max``, 1: ``sigma_min``), as
+    diffusers' ``EDMEulerScheduler`` builds them: "karras" is Karras et al. (2022) eq. 5 at each ramp value,
+    ``(sigma_max^(1/rho) + ramp (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho``; "exponential" (CosXL) is
+    ``len(ramp)`` levels uniform in log sigma, whatever the ramp's values (as there)."""
+    ramp = ramp.to(torch.float64)
+    if schedule == "karras":
+        lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+        return (hi + ramp * (lo - hi)) ** rho
+    if schedule == "exponential":
+        return exponential_sigmas(sigma_min, sigma_max, len(ramp))
+    raise ValueError(f"Unknown sigma_schedule {schedule!r}; choose 'karras' or 'exponential'.")
+
+
 def beta_sigmas(sigma_min: float, sigma_max: float, n: int, a: float = 0.6, b: float = 0.6) -> torch.Tensor:
     """Beta-distribution spacing (arXiv 2407.12173); needs scipy."""
     try:

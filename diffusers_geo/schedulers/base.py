@@ -182,6 +182,8 @@ UNSERVED_MODEL_KEYS: dict[str, tuple[Any, ...]] = {
     "timestep_type": ("discrete",),
     # DDPM / DPM-Solver: "learned" / "learned_range" models output a variance beside the prediction
     "variance_type": (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"),
+    # FlowMatch schedulers: a model trained with s reversed (refused in _from_flow_match_class)
+    "invert_sigmas": (False,),
 }
 
 
@@ -862,11 +864,12 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             variance_noise: explicit standard-normal noise for stochastic solvers (overrides ``generator``).
             return_dict: return a :class:`GeoSchedulerOutput` (else a tuple, ``prev_sample`` first).
             per_token_timesteps: a flow model's timestep of every token, shaped like the sample's leading
-                dimensions (LTXConditionPipeline: conditioning tokens sit at lower levels). Tokens at the step's
-                own timestep take the solver's step; any other token takes ``FlowMatchEulerDiscreteScheduler``'s
-                per-token Euler step to the next lower level of the schedule, which only a memoryless Euler
-                step can serve (``serves_per_token_timesteps``); other schedulers raise here, before any state
-                changes.
+                dimensions (LTXConditionPipeline: conditioning tokens sit at lower levels). As for
+                ``FlowMatchEulerDiscreteScheduler``, ``model_output`` is then the *negated* velocity. Tokens at
+                the step's own timestep take the solver's step; any other token takes
+                ``FlowMatchEulerDiscreteScheduler``'s per-token Euler step to the next lower level of the
+                schedule, which only a memoryless Euler step can serve (``serves_per_token_timesteps``); other
+                schedulers raise here, before any state changes.
         """
         if self.num_inference_steps is None:
             raise ValueError(
@@ -888,11 +891,13 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 f"variance_noise has shape {tuple(variance_noise.shape)}, expected {tuple(sample.shape)}."
             )
-        own_level = (
-            None
-            if per_token_timesteps is None
-            else self._own_level_tokens(per_token_timesteps, timestep, sample)
-        )
+        own_level = None
+        if per_token_timesteps is not None:
+            own_level = self._own_level_tokens(per_token_timesteps, timestep, sample)
+            # FlowMatchEulerDiscreteScheduler's per-token step is x + (s - s_next) * output, the sign flipped from
+            # its plain step: with per_token_timesteps a pipeline passes the negated velocity (LTXCondition's
+            # `-noise_pred`)
+            model_output = -model_output
         if self._step_index is None:
             self._init_step_index(timestep)
         index = self._step_index
@@ -953,10 +958,15 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         any state changes, where the others cannot be served."""
         name = type(self).__name__
         t_tok = torch.as_tensor(per_token_timesteps).to(sample.device, torch.float64)
-        if t_tok.ndim == 0 or tuple(t_tok.shape) != tuple(sample.shape[: t_tok.ndim]):
+        lead = tuple(sample.shape[: t_tok.ndim])
+        if (
+            t_tok.ndim == 0
+            or t_tok.ndim > sample.ndim
+            or any(n not in (1, m) for n, m in zip(t_tok.shape, lead, strict=False))
+        ):
             raise ValueError(
-                f"per_token_timesteps has shape {tuple(t_tok.shape)}; it needs one timestep per token, the leading "
-                f"dimensions of the sample's shape {tuple(sample.shape)}."
+                f"per_token_timesteps has shape {tuple(t_tok.shape)}; it needs one timestep per token, shaped like "
+                f"(or broadcasting to) the leading dimensions of the sample's shape {tuple(sample.shape)}."
             )
         t = float(torch.as_tensor(timestep).reshape(-1)[0])
         own = (t_tok - t).abs() <= 1e-3

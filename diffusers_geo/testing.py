@@ -30,6 +30,12 @@ import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderKLCogVideoX,
+    AutoencoderKLLTXVideo,
+    CogVideoXDDIMScheduler,
+    CogVideoXDPMScheduler,
+    CogVideoXPipeline,
+    CogVideoXTransformer3DModel,
     DDIMScheduler,
     DDPMPipeline,
     DDPMScheduler,
@@ -40,6 +46,8 @@ from diffusers import (
     FluxInpaintPipeline,
     FluxPipeline,
     FluxTransformer2DModel,
+    LTXConditionPipeline,
+    LTXVideoTransformer3DModel,
     SchedulerMixin,
     SD3Transformer2DModel,
     StableDiffusion3Img2ImgPipeline,
@@ -74,6 +82,8 @@ from .schedules.flow import FLUX_SCHEDULER_CONFIG, SD3_SCHEDULER_CONFIG
 __all__ = [
     "save_tiny_clip_model",
     "tiny_clip_tokenizer",
+    "tiny_cogvideox_pipeline",
+    "tiny_ltx_condition_pipeline",
     "tiny_ddpm_pipeline",
     "tiny_flux_pipeline",
     "tiny_sd3_pipeline",
@@ -600,3 +610,146 @@ def accelerate_launch(
     command += ["--dynamo_backend", "no", "-m", "diffusers_geo.cli", *cli_args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------------------
+# video: CogVideoX (VP, v-prediction, zero terminal SNR) and LTX-Video conditioning (flow matching)
+# --------------------------------------------------------------------------------------------------
+#: CogVideoX-2b's scheduler config (``THUDM/CogVideoX-2b``, ``CogVideoXDDIMScheduler``): SNR shift 3, zero SNR
+COGVIDEOX_2B_SCHEDULER_CONFIG: dict[str, Any] = {
+    **SD_BETAS,
+    "clip_sample": False,
+    "clip_sample_range": 1.0,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": True,
+    "snr_shift_scale": 3.0,
+    "steps_offset": 0,
+    "timestep_spacing": "trailing",
+}
+#: CogVideoX-5b's (``CogVideoXDPMScheduler``): the same without the SNR shift
+COGVIDEOX_5B_SCHEDULER_CONFIG: dict[str, Any] = {**COGVIDEOX_2B_SCHEDULER_CONFIG, "snr_shift_scale": 1.0}
+#: LTX-Video 0.9.x's FlowMatchEulerDiscreteScheduler config (shift_terminal 0.1, no dynamic shifting)
+LTX_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "use_dynamic_shifting": False,
+    "base_shift": 0.95,
+    "max_shift": 2.05,
+    "base_image_seq_len": 1024,
+    "max_image_seq_len": 4096,
+    "shift_terminal": 0.1,
+}
+
+
+def tiny_cogvideox_pipeline(
+    scheduler: SchedulerSpec | None = None, config: str = "2b", seed: int = 0
+) -> CogVideoXPipeline:
+    """A tiny ``CogVideoXPipeline``: a one-layer ``CogVideoXTransformer3DModel`` (4 latent channels, patch 2), a
+    4-level ``AutoencoderKLCogVideoX`` of 8 channels and a tiny T5 with the byte-level tokenizer. ``config``
+    picks the scheduler of CogVideoX-"2b" (``CogVideoXDDIMScheduler``, SNR shift 3) or "5b"
+    (``CogVideoXDPMScheduler``). Run it with ``height=16, width=16, num_frames=5`` (2 latent frames of 2x2
+    tokens each) and ``max_sequence_length=16``."""
+    if config not in ("2b", "5b"):
+        raise ValueError(f"config must be '2b' or '5b', got {config!r}.")
+    tokenizer = tiny_clip_tokenizer()
+    transformer = _seeded(
+        seed,
+        lambda: CogVideoXTransformer3DModel(
+            num_attention_heads=4,
+            attention_head_dim=8,
+            in_channels=4,
+            out_channels=4,
+            time_embed_dim=2,
+            text_embed_dim=TEXT_HIDDEN_SIZE,
+            num_layers=1,
+            sample_width=2,
+            sample_height=2,
+            sample_frames=9,
+            patch_size=2,
+            temporal_compression_ratio=4,
+            max_text_seq_length=16,
+        ),
+    )
+    vae = _seeded(
+        seed,
+        lambda: AutoencoderKLCogVideoX(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("CogVideoXDownBlock3D",) * 4,
+            up_block_types=("CogVideoXUpBlock3D",) * 4,
+            block_out_channels=(8, 8, 8, 8),
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=2,
+            temporal_compression_ratio=4,
+        ),
+    )
+    if config == "2b":
+        own = CogVideoXDDIMScheduler(**COGVIDEOX_2B_SCHEDULER_CONFIG)
+    else:
+        own = CogVideoXDPMScheduler(**COGVIDEOX_5B_SCHEDULER_CONFIG)
+    pipe = CogVideoXPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_tiny_t5(tokenizer, seed),
+        vae=vae,
+        transformer=transformer,
+        scheduler=own,
+    )
+    return _install(pipe, scheduler)
+
+
+def tiny_ltx_condition_pipeline(
+    scheduler: SchedulerSpec | None = None, seed: int = 0
+) -> LTXConditionPipeline:
+    """A tiny ``LTXConditionPipeline``: a one-layer ``LTXVideoTransformer3DModel`` (8 latent channels), an
+    ``AutoencoderKLLTXVideo`` with 4x spatial / 4x temporal compression and a tiny T5 with the byte-level
+    tokenizer; LTX-Video's ``FlowMatchEulerDiscreteScheduler``. Run it with ``height=32, width=32,
+    num_frames=5`` (2 latent frames of 8x8 tokens) and ``max_sequence_length=16``; ``image=`` conditions on a first frame (its tokens then
+    sit at timestep 0, ``per_token_timesteps``)."""
+    tokenizer = tiny_clip_tokenizer()
+    transformer = _seeded(
+        seed,
+        lambda: LTXVideoTransformer3DModel(
+            in_channels=8,
+            out_channels=8,
+            patch_size=1,
+            patch_size_t=1,
+            num_attention_heads=4,
+            attention_head_dim=8,
+            cross_attention_dim=32,
+            num_layers=1,
+            caption_channels=TEXT_HIDDEN_SIZE,
+        ),
+    )
+    vae = _seeded(
+        seed,
+        lambda: AutoencoderKLLTXVideo(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=8,
+            block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8, 8),
+            layers_per_block=(1, 1, 1, 1, 1),
+            decoder_layers_per_block=(1, 1, 1, 1, 1),
+            spatio_temporal_scaling=(True, True, False, False),
+            decoder_spatio_temporal_scaling=(True, True, False, False),
+            decoder_inject_noise=(False, False, False, False, False),
+            upsample_residual=(False, False, False, False),
+            upsample_factor=(1, 1, 1, 1),
+            timestep_conditioning=False,
+            patch_size=1,
+            patch_size_t=1,
+            encoder_causal=True,
+            decoder_causal=False,
+        ),
+    )
+    pipe = LTXConditionPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER_CONFIG),
+        vae=vae,
+        text_encoder=_tiny_t5(tokenizer, seed),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    return _install(pipe, scheduler)

@@ -280,17 +280,17 @@ def test_custom_sigmas_ramp_timesteps_and_ve_sigmas():
 # ------------------------------------------------------------------------------------------------------
 # (d) what we do not implement is named
 # ------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "config, match",
-    [
-        ({"thresholding": True}, "thresholding=True"),
-        ({"prediction_type": "sample"}, "prediction_type='sample'"),
-    ],
-)
-def test_edm_dpm_options_we_do_not_implement_are_named(config, match):
-    dpm = dict(EDMDPMSolverMultistepScheduler().config) | config
-    with pytest.raises(ValueError, match=match):
+def test_edm_dpm_prediction_type_sample_is_refused_by_name():
+    dpm = dict(EDMDPMSolverMultistepScheduler().config) | {"prediction_type": "sample"}
+    with pytest.raises(ValueError, match="prediction_type='sample'"):
         SigmaDDIMScheduler.from_config(dpm)
+
+
+def test_edm_dpm_thresholding_is_taken_over():
+    dpm = EDMDPMSolverMultistepScheduler(thresholding=True, sample_max_value=1.5).config
+    ours = SigmaDDIMScheduler.from_config(dpm)
+    assert ours.config.preconditioning == "edm"
+    assert ours.config.thresholding and ours.config.sample_max_value == 1.5
 
 
 @pytest.mark.parametrize(

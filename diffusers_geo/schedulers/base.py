@@ -40,10 +40,13 @@ from ..schedules import (
     BETA_SCHEDULES,
     TIMESTEP_SPACINGS,
     append_terminal,
+    betas_from_alphas_cumprod,
+    clamp_zero_terminal_snr,
     edm_sigmas,
     make_betas,
     rescale_zero_terminal_snr,
     respace_sigmas,
+    shift_snr,
     spaced_timesteps,
     training_sigmas,
 )
@@ -256,10 +259,9 @@ def _without_foreign_options(
 def _from_edm_class(config: Mapping[str, Any], owner: str) -> dict[str, Any]:
     """An EDM scheduler's config in our terms: its keys are ours already, and ``preconditioning="edm"``
     records the family (so a saved config reloads as EDM). ``prediction_type="sample"`` (which
-    ``EDMDPMSolverMultistepScheduler`` accepts but its ``precondition_outputs`` refuses) and
-    ``thresholding=True`` (DPM-Solver's clipping of ``D``, which no sampler of ours implements) are refused by
-    name; the DPM-Solver's other options are its own sampler's and, like every other scheduler's own options,
-    are not taken over."""
+    ``EDMDPMSolverMultistepScheduler`` accepts but its ``precondition_outputs`` refuses) is refused by name;
+    its ``thresholding`` keys are the shared ones (:meth:`GeoScheduler.clip_denoised`); the DPM-Solver's other
+    options are its own sampler's and, like every other scheduler's own options, are not taken over."""
     origin = config.get("_class_name") or "an EDM scheduler"
     if config.get("prediction_type") == "sample":
         raise ValueError(
@@ -267,12 +269,59 @@ def _from_edm_class(config: Mapping[str, Any], owner: str) -> dict[str, Any]:
             f"define (its precondition_outputs takes 'epsilon' or 'v_prediction'): {owner} cannot serve it. Set "
             "prediction_type to what the network predicts."
         )
-    if config.get("thresholding"):
-        raise ValueError(
-            f"The config of {origin} has thresholding=True (dynamic thresholding of the data prediction), which "
-            f"{owner} does not implement: set thresholding=False, or keep the EDM scheduler for this model."
-        )
     return {**config, "preconditioning": "edm"}
+
+
+#: config keys of diffusers' schedulers that say what the *model* expects and that no diffusers-geo scheduler
+#: implements, each with the values that need nothing (any other value is refused or warned about by name)
+UNSERVED_MODEL_KEYS: dict[str, tuple[Any, ...]] = {
+    # EulerDiscreteScheduler: "continuous" calls the model at 0.25 log(sigma) instead of a training timestep
+    "timestep_type": ("discrete",),
+    # DDPM / DPM-Solver: "learned" / "learned_range" models output a variance beside the prediction
+    "variance_type": (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"),
+    # FlowMatch schedulers: a model trained with s reversed (refused in _from_flow_match_class)
+    "invert_sigmas": (False,),
+}
+
+
+def _report_foreign_options(
+    config: Mapping[str, Any], owner: str, origin: str | None, accepted: set[str]
+) -> None:
+    """Name what ``owner`` does not take over from another scheduler's config (only the shared model and
+    schedule keys come along; the rest stays in the hidden config, so switching back loses nothing).
+
+    The rule (``docs/pipelines.md``): a model key no diffusers-geo scheduler serves
+    (:data:`UNSERVED_MODEL_KEYS`) with a value that changes what the model expects is an error
+    (``variance_type`` of a learned variance: a warning, since the pipeline may split the output); every
+    other key is that scheduler's own sampler option (``solver_order``, ``stochastic_sampling``,
+    ``set_alpha_to_one``, ...), left behind and named in one warning, never dropped silently."""
+    source = origin or "the other scheduler"
+    for key, neutral in UNSERVED_MODEL_KEYS.items():
+        value = config.get(key, neutral[0])
+        if value in neutral:
+            continue
+        if key == "variance_type":
+            logger.warning(
+                f"{owner}: variance_type={value!r} of {source}'s config is a model that predicts its variance "
+                "too; diffusers-geo schedulers read only the prediction, so pass model_output[:, :C] (the first "
+                "half of the channels) to step."
+            )
+        else:
+            raise ValueError(
+                f"{owner} cannot serve {key}={value!r} of {source}'s config: no diffusers-geo scheduler "
+                f"implements it (only {key}={neutral[0]!r}). Keep {source} for this model."
+            )
+    left = {
+        k: v
+        for k, v in config.items()
+        if not k.startswith("_") and k not in accepted and k not in UNSERVED_MODEL_KEYS
+    }
+    if left:
+        listed = ", ".join(f"{k}={v!r}" for k, v in sorted(left.items()))
+        logger.warning(
+            f"{owner}.from_config: {source}'s own sampler options are not taken over (they set that sampler, "
+            f"not the model): {listed}. Pass {owner}'s own options to change how it samples."
+        )
 
 
 class GeoScheduler(SchedulerMixin, ConfigMixin):
@@ -307,12 +356,24 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             Heun corrector's first-order move (EDM's 0.5).
         sigma_schedule, rho: an EDM model's schedule for ``num_inference_steps``: "karras" (with ``rho``) or
             "exponential" between ``sigma_min`` and ``sigma_max``, as its EDM scheduler builds it.
+        snr_shift_scale: CogVideoX's SNR shift of the training schedule, ``abar' = abar / (k + (1 - k) abar)``
+            (SNR divided by ``k``, :func:`~diffusers_geo.schedules.shift_snr`), applied before the zero-SNR
+            rescaling as ``CogVideoXDDIMScheduler`` does.
+        clip_sample, clip_sample_range: clip the data prediction ``D`` to ``[-range, range]`` before the
+            solver reads it (pixel models trained on images in [-1, 1]; DDIM's and DPM-Solver's option).
+        thresholding, dynamic_thresholding_ratio, sample_max_value: Imagen's dynamic thresholding of ``D``
+            (Saharia et al., arXiv 2205.11487, Sec. 2.3): per sample, ``s`` = the ``ratio`` quantile of
+            ``|D|`` clamped to ``[1, sample_max_value]``, then ``D <- clip(D, -s, s) / s``; wins over
+            ``clip_sample`` as in diffusers.
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
     order = 1
     #: whether ``step`` draws noise (a stochastic sampler); subclasses with a noise option override it
     stochastic = False
+    #: whether the step is the memoryless Euler/DDIM step, which alone can move tokens at their own noise
+    #: levels (``step(..., per_token_timesteps=...)`` of LTXConditionPipeline) exactly
+    serves_per_token_timesteps: ClassVar[bool] = False
     #: option defaults that differ on a flow-matching model, used where the option is not given (a FlowMatch
     #: config has no ``timestep_spacing``): "linspace" is FlowMatchEulerDiscreteScheduler's spacing,
     #: "trailing" Flux's sigmas; each class takes the values with the lower worst case on the benchmark suite
@@ -352,6 +413,12 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         "sigma_data": Real(0.0, low_open=True, hint="(0.5 for images in [-1, 1])"),
         "sigma_schedule": Choice(SIGMA_SCHEDULES),
         "rho": Real(0.0, low_open=True, hint="(EDM uses 7)"),
+        "snr_shift_scale": Real(0.0, low_open=True, hint="(CogVideoX-2b uses 3.0; 1 is no shift)"),
+        "clip_sample": Bool(),
+        "clip_sample_range": Real(0.0, low_open=True, hint="(1 for images in [-1, 1])"),
+        "thresholding": Bool(),
+        "dynamic_thresholding_ratio": Real(0.0, 1.0, low_open=True, hint="(Imagen uses 0.995)"),
+        "sample_max_value": Real(1.0, hint="(the largest threshold s; 1 is clipping to [-1, 1])"),
     }
 
     @classmethod
@@ -403,6 +470,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             )
         if foreign:
             config_dict = _without_foreign_options(cls, config_dict, origin, kwargs)
+            _report_foreign_options(config_dict, cls.__name__, origin, accepted)
         return super().extract_init_dict(config_dict, **kwargs)
 
     def __init__(
@@ -438,6 +506,12 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         sigma_data: float = 0.5,
         sigma_schedule: str = "karras",
         rho: float = 7.0,
+        snr_shift_scale: float = 1.0,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
     ):
         # each value was checked on its own by the options above (scheduler_config); here: how they combine
         respacings = [
@@ -468,12 +542,18 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
 
         self._check_model_family()
         self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
+        if snr_shift_scale != 1:  # CogVideoX: the SNR shift comes before the zero-SNR rescaling
+            self.betas = betas_from_alphas_cumprod(
+                shift_snr(torch.cumprod(1.0 - self.betas, 0), snr_shift_scale)
+            )
         if rescale_betas_zero_snr:
             self.betas = rescale_zero_terminal_snr(self.betas)
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        if rescale_betas_zero_snr:
-            self.alphas_cumprod[-1] = 2**-24  # finite sigma_max, as diffusers' Euler does
+        if (
+            rescale_betas_zero_snr
+        ):  # finite, increasing sigma_max (diffusers' Euler clamp where it is monotone)
+            self.alphas_cumprod = clamp_zero_terminal_snr(self.alphas_cumprod)
         if preconditioning == "edm":
             self.parameterization: DiscreteVP | FlowMatching | EDM = EDM(sigma_min, sigma_max, sigma_data)
             # what EDM pipelines multiply N(0, I) by: diffusers' EDM schedulers' sqrt(sigma_max^2 + 1)
@@ -547,6 +627,11 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                     "timestep_spacing='leading' is not defined for flow-matching models: use 'trailing' (N steps "
                     "evenly spaced in t from s = 1, as Flux passes them) or 'linspace' "
                     "(FlowMatchEulerDiscreteScheduler's spacing)."
+                )
+            if cfg.snr_shift_scale != 1:
+                raise ValueError(
+                    f"snr_shift_scale={cfg.snr_shift_scale} shifts a variance-preserving (beta) schedule "
+                    "(CogVideoX); a flow-matching schedule is shifted by `shift`. Leave snr_shift_scale at 1."
                 )
             if cfg.rescale_betas_zero_snr:
                 raise ValueError(
@@ -1025,6 +1110,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         generator: torch.Generator | None = None,
         variance_noise: torch.Tensor | None = None,
         return_dict: bool = True,
+        per_token_timesteps: torch.Tensor | None = None,
     ) -> GeoSchedulerOutput | tuple:
         """Advance ``sample`` by one step of the solver.
 
@@ -1043,11 +1129,34 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 (its length must be the batch size, or 1).
             variance_noise: explicit standard-normal noise for stochastic solvers (overrides ``generator``).
             return_dict: return a :class:`GeoSchedulerOutput` (else a tuple, ``prev_sample`` first).
+            per_token_timesteps: a flow model's timestep of every token, shaped like the sample's leading
+                dimensions (LTXConditionPipeline: conditioning tokens sit at lower levels). As for
+                ``FlowMatchEulerDiscreteScheduler``, ``model_output`` is then the *negated* velocity. Tokens at
+                the step's own timestep take the solver's step; any other token takes
+                ``FlowMatchEulerDiscreteScheduler``'s per-token Euler step to the next lower level of the
+                schedule, which only a memoryless Euler step can serve (``serves_per_token_timesteps``); other
+                schedulers raise here, before any state changes.
         """
         self._check_step_inputs(model_output, sample, generator, variance_noise)
+        own_level = None
+        if per_token_timesteps is not None:
+            own_level = self._own_level_tokens(per_token_timesteps, timestep, sample)
+            # FlowMatchEulerDiscreteScheduler's per-token step is x + (s - s_next) * output, the sign flipped from
+            # its plain step: with per_token_timesteps a pipeline passes the negated velocity (LTXCondition's
+            # `-noise_pred`)
+            model_output = -model_output
         snapshot = dict(vars(self))
         try:
-            return self._step(model_output, timestep, sample, generator, variance_noise, return_dict)
+            return self._step(
+                model_output,
+                timestep,
+                sample,
+                generator,
+                variance_noise,
+                return_dict,
+                own_level,
+                per_token_timesteps,
+            )
         except BaseException:
             vars(self).clear()
             vars(self).update(snapshot)
@@ -1090,8 +1199,19 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                     "samples: pass one generator per sample (or a single generator)."
                 )
 
-    def _step(self, model_output, timestep, sample, generator, variance_noise, return_dict):
-        """The body of :meth:`step`, after its input checks (any state it changes is restored if it raises)."""
+    def _step(
+        self,
+        model_output,
+        timestep,
+        sample,
+        generator,
+        variance_noise,
+        return_dict,
+        own_level,
+        per_token_timesteps,
+    ):
+        """The body of :meth:`step`, after its input checks (any state it changes is restored if it raises);
+        ``own_level``: which tokens sit at the step's own timestep (``None``: all of them)."""
         if self._step_index is None:
             self._init_step_index(timestep)
         index = self._step_index
@@ -1107,7 +1227,9 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         param = self.parameterization
         x = sample.to(dtype)
         y = param.to_y(x, sigma)  # at sigma = inf (a flow model's pure noise): the limit y / sigma
-        denoised = param.denoised(model_output.to(dtype), x, y, sigma, self.config.prediction_type)
+        denoised = self.clip_denoised(
+            param.denoised(model_output.to(dtype), x, y, sigma, self.config.prediction_type)
+        )
 
         def noise() -> torch.Tensor:
             if variance_noise is not None:
@@ -1117,12 +1239,80 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         y_next, pred_original = self.solver_step(y, denoised, sigma, sigma_next, noise)
         if self.on_step is not None:
             self.on_step(y, denoised, sigma, sigma_next, y_next)
-        prev_sample = y_next.mul(self.parameterization.alpha(sigma_next)).to(sample.dtype)
+        prev_sample = y_next.mul(self.parameterization.alpha(sigma_next))
+        if own_level is not None and not bool(own_level.all()):
+            prev_sample = torch.where(
+                own_level, prev_sample, self._per_token_euler(model_output, x, per_token_timesteps)
+            )
+        prev_sample = prev_sample.to(sample.dtype)
         pred_original = pred_original.to(sample.dtype)
         self._step_index = index + 1
         if not return_dict:
             return (prev_sample, pred_original)
         return GeoSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original)
+
+    def clip_denoised(self, denoised: torch.Tensor) -> torch.Tensor:
+        """The data prediction ``D`` as the solvers read it: dynamic thresholding (``thresholding``) or clipping
+        to ``[-clip_sample_range, clip_sample_range]`` (``clip_sample``), as diffusers' DDIM and DPM-Solver
+        treat their predicted ``x0``; unchanged when neither is set. Every solver reading ``D`` only, this is
+        DDIM with ``use_clipped_model_output=True`` (the noise direction is the clipped ``D``'s)."""
+        cfg = self.config
+        if cfg.thresholding:
+            flat = denoised.reshape(denoised.shape[0], -1)
+            s = torch.quantile(flat.abs().float(), cfg.dynamic_thresholding_ratio, dim=1)
+            s = s.clamp(min=1.0, max=cfg.sample_max_value).to(denoised.dtype)
+            s = s.reshape(-1, *([1] * (denoised.ndim - 1)))
+            return torch.maximum(torch.minimum(denoised, s), -s) / s
+        if cfg.clip_sample:
+            return denoised.clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
+        return denoised
+
+    def _own_level_tokens(self, per_token_timesteps, timestep, sample: torch.Tensor) -> torch.Tensor:
+        """Which tokens sit at the step's own timestep (a mask broadcasting against ``sample``); raises, before
+        any state changes, where the others cannot be served."""
+        name = type(self).__name__
+        t_tok = torch.as_tensor(per_token_timesteps).to(sample.device, torch.float64)
+        lead = tuple(sample.shape[: t_tok.ndim])
+        if (
+            t_tok.ndim == 0
+            or t_tok.ndim > sample.ndim
+            or any(n not in (1, m) for n, m in zip(t_tok.shape, lead, strict=False))
+        ):
+            raise ValueError(
+                f"per_token_timesteps has shape {tuple(t_tok.shape)}; it needs one timestep per token, shaped like "
+                f"(or broadcasting to) the leading dimensions of the sample's shape {tuple(sample.shape)}."
+            )
+        t = float(torch.as_tensor(timestep).reshape(-1)[0])
+        own = (t_tok - t).abs() <= 1e-3
+        if not bool(own.all()):
+            if not self.is_flow_matching:
+                raise ValueError(
+                    f"per_token_timesteps with tokens at other timesteps than {t:g} is a flow-matching pipeline's "
+                    f"(LTXConditionPipeline); {name} serves a variance-preserving model here."
+                )
+            if not self.serves_per_token_timesteps:
+                raise ValueError(
+                    f"per_token_timesteps puts some tokens at other noise levels than the step's timestep {t:g} "
+                    f"(LTXConditionPipeline's conditioning frames). {name}'s step carries state from step to step "
+                    "and cannot move a token on its own schedule: use SigmaDDIMScheduler ('sigma-ddim', the Euler "
+                    "step) or the pipeline's FlowMatchEulerDiscreteScheduler for conditioned generation."
+                )
+        return own.reshape(*own.shape, *([1] * (sample.ndim - own.ndim)))
+
+    def _per_token_euler(
+        self, model_output: torch.Tensor, x: torch.Tensor, per_token_timesteps
+    ) -> torch.Tensor:
+        """``FlowMatchEulerDiscreteScheduler``'s per-token step: each token's velocity moves it from its own noise
+        fraction ``s = t / T`` to the largest level of the schedule below it (0 past the last),
+        ``x + (s_next - s) v`` (the Euler/DDIM step in the token's own coordinates)."""
+        t_tok = torch.as_tensor(per_token_timesteps).to(x.device, torch.float64)
+        s_tok = t_tok / self.config.num_train_timesteps
+        levels = noise_fraction(self.sigmas).to(x.device, torch.float64)
+        below = levels.reshape(-1, *([1] * s_tok.ndim)) < (s_tok - 1e-6)
+        s_next = (below * levels.reshape(-1, *([1] * s_tok.ndim))).amax(dim=0)
+        shape = (*s_tok.shape, *([1] * (x.ndim - s_tok.ndim)))
+        dt = (s_next - s_tok).reshape(shape).to(x.dtype)
+        return x + dt * model_output.to(x.dtype)
 
     def _check_finite(self, model_output: torch.Tensor, index: int) -> None:
         """Raise on a NaN/inf model output, naming the step. On the CPU the check is immediate; on an

@@ -18,6 +18,8 @@ class SigmaDDIMScheduler(GeoScheduler):
     on the same schedule to float32 round-off. Takes every option of :class:`GeoScheduler`.
     """
 
+    serves_per_token_timesteps = True  # the memoryless Euler step (LTXConditionPipeline's conditioning)
+
     @scheduler_config
     def __init__(self, **base_config):
         super().__init__(**base_config)

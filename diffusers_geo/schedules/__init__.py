@@ -80,6 +80,40 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     return 1 - alphas
 
 
+def shift_snr(alphas_cumprod: torch.Tensor, snr_shift_scale: float) -> torch.Tensor:
+    """CogVideoX's SNR shift (as ``CogVideoXDDIMScheduler`` applies it, "following SD3"): every training
+    timestep's signal-to-noise ratio divided by ``snr_shift_scale``,
+    ``abar' = abar / (scale + (1 - scale) abar)``, i.e. ``SNR' = SNR / scale`` and ``sigma' = sqrt(scale) sigma``.
+    A scale of 1 returns ``alphas_cumprod`` itself."""
+    if snr_shift_scale == 1:
+        return alphas_cumprod
+    return alphas_cumprod / (snr_shift_scale + (1 - snr_shift_scale) * alphas_cumprod)
+
+
+def betas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The betas of ``alphas_cumprod``: ``beta_t = 1 - abar_t / abar_{t-1}`` (``beta_0 = 1 - abar_0``)."""
+    alphas = torch.cat([alphas_cumprod[:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
+    return 1 - alphas
+
+
+#: diffusers' Euler clamp of a zero terminal SNR, ``abar_T = 2**-24`` (``sigma_T = 4096``)
+ZERO_SNR_ALPHAS_CUMPROD = 2.0**-24
+
+
+def clamp_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """A finite stand-in for the zero ``abar_T`` of :func:`rescale_zero_terminal_snr` (where ``sigma_T`` is
+    infinite): diffusers' Euler clamp ``2**-24``, unless that is not below ``abar_{T-1}`` (betas such as
+    DDPM's linear 1e-4 ... 0.02 rescale to ``abar_{T-1} < 2**-24``); then ``abar_{T-1}`` times the ratio of the
+    last finite step, ``abar_{T-1}^2 / abar_{T-2}``, so the noise levels keep increasing with ``t`` (the map
+    between noise level and timestep needs that)."""
+    out = alphas_cumprod.clone()
+    clamp = ZERO_SNR_ALPHAS_CUMPROD
+    if len(out) >= 3 and not clamp < float(out[-2]):
+        clamp = float(out[-2]) ** 2 / float(out[-3])
+    out[-1] = clamp
+    return out
+
+
 def training_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """sigma(t) = sqrt((1 - abar_t) / abar_t) for every training timestep, in float64."""
     abar = alphas_cumprod.to(torch.float64)

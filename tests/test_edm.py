@@ -323,3 +323,87 @@ def test_bad_edm_schedule_input_is_refused_before_any_work():
     with pytest.raises(ValueError, match="mu="):
         ours.set_timesteps(4, mu=0.5)
     assert ours.sigmas is None  # nothing half-built
+
+
+# ------------------------------------------------------------------------------------------------------
+# Cosmos-Predict2: a FlowMatch config with EDM keys, a pipeline that preconditions the network itself
+# ------------------------------------------------------------------------------------------------------
+COSMOS_KEYS = dict(sigma_max=80.0, sigma_min=0.002, sigma_data=1.0, final_sigmas_type="sigma_min")
+
+
+def cosmos_scheduler():
+    """What ``Cosmos2TextToImagePipeline.__init__`` leaves: its FlowMatchEuler scheduler with Karras sigmas and
+    the EDM keys the pipeline registers into its config."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True)
+    scheduler.register_to_config(**COSMOS_KEYS)
+    return scheduler
+
+
+def cosmos_loop(scheduler, model: OptimalDenoiser, latents: torch.Tensor, steps: int) -> torch.Tensor:
+    """The scheduler calls of ``Cosmos2TextToImagePipeline.__call__``: an increasing ramp as ``sigmas``, the last
+    sigma replaced by the one before it, ``sigmas[i]`` read as the EDM level, and ``step`` given the noise
+    ``(x - D) / sigma`` of the denoiser (here exact, in place of the preconditioned transformer)."""
+    scheduler.set_timesteps(sigmas=torch.linspace(0, 1, steps, dtype=torch.float64))
+    if scheduler.config.get("final_sigmas_type", "zero") == "sigma_min":
+        scheduler.sigmas[-1] = scheduler.sigmas[-2]
+    latents = latents * scheduler.config.sigma_max
+    for i, t in enumerate(scheduler.timesteps):
+        sigma = scheduler.sigmas[i]
+        denoised = model.denoise(latents.double(), float(sigma)).float()
+        latents = scheduler.step((latents - denoised) / sigma.float(), t, latents, return_dict=False)[0]
+    return latents
+
+
+def test_cosmos_config_is_a_pipeline_preconditioned_edm_model():
+    control = cosmos_scheduler()
+    ours = SigmaDDIMScheduler.from_config(control.config)
+    assert ours.is_edm and ours.config.preconditioning == "pipeline"
+    assert ours.config.prediction_type == "epsilon" and ours.config.sigma_schedule == "karras"
+    for key, value in COSMOS_KEYS.items():
+        assert ours.config[key] == value, key
+    x = torch.randn(SHAPE)
+    assert torch.equal(ours.scale_model_input(x, 0), x)  # the pipeline scales the input itself
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cosmos_loop_sees_the_control_levels_and_euler_gives_its_latents(name):
+    control = cosmos_scheduler()
+    ours = SCHEDULERS[name].from_config(control.config)
+    model = mixture()
+    latents = torch.randn(SHAPE, generator=torch.Generator().manual_seed(4))
+    expected = cosmos_loop(control, model, latents, 6)
+    got = cosmos_loop(ours, model, latents, 6)
+    assert torch.allclose(ours.sigmas.float(), control.sigmas, rtol=1e-6, atol=0)
+    assert torch.isfinite(got).all()
+    if name == "sigma-ddim":  # Euler in sigma is FlowMatchEuler's step here
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (got - expected).abs().max()
+
+
+def test_cosmos_ramp_on_a_flow_scheduler_names_the_fix():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    ours = SigmaDDIMScheduler.from_config(FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True).config)
+    with pytest.raises(ValueError, match=r"EDM ramp .*X.from_config\(pipe.scheduler.config\)"):
+        ours.set_timesteps(sigmas=torch.linspace(0, 1, 4))
+
+
+@pytest.mark.parametrize(
+    "flow_options, match", [({"use_karras_sigmas": False}, "neither use_karras_sigmas"),
+                            ({"use_dynamic_shifting": True}, "use_dynamic_shifting=True")],
+)  # fmt: skip
+def test_cosmos_configs_we_cannot_serve_are_named(flow_options, match):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    config = dict(FlowMatchEulerDiscreteScheduler(**{"use_karras_sigmas": True, **flow_options}).config)
+    config.update(COSMOS_KEYS)
+    with pytest.raises(ValueError, match=match):
+        SigmaDDIMScheduler.from_config(config)
+
+
+def test_cosmos_config_saves_and_reloads(tmp_path):
+    ours = SCHEDULERS["er-sde"].from_config(cosmos_scheduler().config)
+    ours.save_pretrained(tmp_path)
+    back = SCHEDULERS["er-sde"].from_pretrained(tmp_path)
+    assert back.config.preconditioning == "pipeline" and back.config.sigma_data == 1.0

@@ -18,7 +18,7 @@ from diffusers_geo import SCHEDULERS, OptimalDenoiser, SigmaDDIMScheduler
 from diffusers_geo.parameterization import EDM, to_model_output
 from diffusers_geo.registry import scheduler_names
 from diffusers_geo.schedulers.base import is_edm_config
-from diffusers_geo.testing import OWN_OVERRIDES, tiny_edm_sdxl_pipeline
+from diffusers_geo.testing import OWN_OVERRIDES, tiny_cosmos2_pipeline, tiny_edm_sdxl_pipeline
 
 NAMES = scheduler_names()
 
@@ -407,3 +407,34 @@ def test_cosmos_config_saves_and_reloads(tmp_path):
     ours.save_pretrained(tmp_path)
     back = SCHEDULERS["er-sde"].from_pretrained(tmp_path)
     assert back.config.preconditioning == "pipeline" and back.config.sigma_data == 1.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_cosmos2_pipeline(name):
+    """Cosmos-Predict2 text-to-image with ours built from its scheduler config: the transformer sees the
+    control's noise levels; Euler gives the control's latents (round-off, one process)."""
+    seen: dict[str, list] = {"control": [], "ours": []}
+
+    def run(pipe, key, output_type="latent"):
+        def hook(module, args, kwargs):
+            seen[key].append(kwargs["timestep"].float().clone())
+
+        handle = pipe.transformer.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            return pipe(
+                "a", num_inference_steps=4, height=32, width=32, guidance_scale=1.0, max_sequence_length=16,
+                output_type=output_type, generator=torch.Generator().manual_seed(0),
+            ).images  # fmt: skip
+        finally:
+            handle.remove()
+
+    expected = run(tiny_cosmos2_pipeline(), "control")
+    pipe = tiny_cosmos2_pipeline(scheduler=name)
+    assert pipe.scheduler.config.preconditioning == "pipeline"
+    got = run(pipe, "ours")
+    assert len(seen["ours"]) == len(seen["control"]) == 4
+    for a, b in zip(seen["ours"], seen["control"], strict=True):
+        assert torch.allclose(a, b, rtol=1e-6)  # the noise fraction sigma / (1 + sigma) the network sees
+    assert torch.isfinite(got).all()
+    if name == "sigma-ddim":
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4), (got - expected).abs().max()

@@ -85,12 +85,12 @@ class EDM:
 
     prediction_types = ("epsilon", "v_prediction")
 
-    def __init__(self, sigma_min: float, sigma_max: float, sigma_data: float):
-        self.sigma_min, self.sigma_max, self.sigma_data = (
-            float(sigma_min),
-            float(sigma_max),
-            float(sigma_data),
-        )
+    def __init__(self, sigma_min: float, sigma_max: float, sigma_data: float, by_pipeline: bool = False):
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.sigma_data = float(sigma_data)
+        #: the pipeline applies the preconditioning itself and hands ``step`` the noise ``eps = (x - D) / sigma``
+        #: (Cosmos-Predict2), so ``D = x - sigma eps``
+        self.by_pipeline = by_pipeline
 
     @staticmethod
     def alpha(sigma: float | torch.Tensor) -> float | torch.Tensor:
@@ -119,7 +119,13 @@ class EDM:
     def denoised(
         self, output: torch.Tensor, x: torch.Tensor, y: torch.Tensor, sigma: float, prediction_type: str
     ) -> torch.Tensor:
-        """``D = c_skip x + c_out F``."""
+        """``D = c_skip x + c_out F`` (``x - sigma eps`` when the pipeline preconditions itself)."""
+        if self.by_pipeline:
+            if prediction_type != "epsilon":
+                raise ValueError(
+                    f"A pipeline-preconditioned EDM model hands step epsilon, not {prediction_type!r}."
+                )
+            return torch.add(x, output, alpha=-sigma)
         if prediction_type not in self.prediction_types:
             raise ValueError(
                 f"An EDM model needs prediction_type in {self.prediction_types}, got {prediction_type!r} "
@@ -135,6 +141,8 @@ class EDM:
     def model_output(self, denoised: torch.Tensor, x: torch.Tensor, sigma: float, prediction_type: str):
         """The inverse of :meth:`denoised`: the network output ``F = (D - c_skip x) / c_out`` for data
         prediction ``D`` at ``x`` (for exact denoisers in tests and benchmarks)."""
+        if self.by_pipeline:
+            return (x - denoised) / sigma
         var = sigma**2 + self.sigma_data**2
         c_out = sigma * self.sigma_data / var**0.5 * (-1 if prediction_type == "v_prediction" else 1)
         return (denoised - self.sigma_data**2 / var * x) / c_out

@@ -32,10 +32,13 @@ from diffusers import (
     AutoencoderKL,
     AutoencoderKLCogVideoX,
     AutoencoderKLLTXVideo,
+    AutoencoderKLWan,
     CogVideoXDDIMScheduler,
     CogVideoXDPMScheduler,
     CogVideoXPipeline,
     CogVideoXTransformer3DModel,
+    Cosmos2TextToImagePipeline,
+    CosmosTransformer3DModel,
     DDIMScheduler,
     DDPMPipeline,
     DDPMScheduler,
@@ -580,6 +583,67 @@ def tiny_edm_sdxl_pipeline(
     base, _ = tiny_sdxl_pipelines(seed=seed)
     base.scheduler = EDMEulerScheduler(**edm_config)
     return _install(base, scheduler)
+
+
+class NoGuardrail(torch.nn.Module):
+    """A stand-in for Cosmos' safety checker (``cosmos_guardrail`` is a large optional dependency): passes every
+    prompt and video. For the tiny offline pipeline only."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("anchor", torch.zeros(1))  # gives the pipeline a device and dtype to read
+
+    @property
+    def device(self) -> torch.device:
+        return self.anchor.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.anchor.dtype
+
+    def check_text_safety(self, prompt: str) -> bool:
+        return True
+
+    def check_video_safety(self, video):
+        return video
+
+
+def tiny_cosmos2_pipeline(
+    scheduler: SchedulerSpec | None = None, seed: int = 0
+) -> Cosmos2TextToImagePipeline:
+    """A tiny Cosmos-Predict2 text-to-image pipeline (2-layer ``CosmosTransformer3DModel``, tiny Wan VAE, T5
+    over the byte-level vocabulary) with Cosmos' ``FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True)``,
+    into whose config the pipeline registers its EDM keys; ``scheduler`` is then built from that config. The
+    padding-mask channel is off (it needs torchvision)."""
+    tokenizer = tiny_clip_tokenizer()
+    transformer = _seeded(
+        seed,
+        lambda: CosmosTransformer3DModel(
+            in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=16, num_layers=2,
+            mlp_ratio=2, text_embed_dim=TEXT_HIDDEN_SIZE, adaln_lora_dim=4, max_size=(4, 32, 32),
+            patch_size=(1, 2, 2), rope_scale=(2.0, 1.0, 1.0), concat_padding_mask=False,
+            extra_pos_embed_type="learnable",
+        ),
+    ).eval()  # fmt: skip
+    vae = _seeded(
+        seed,
+        lambda: AutoencoderKLWan(
+            base_dim=3,
+            z_dim=16,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+        ),
+    ).eval()
+    pipe = Cosmos2TextToImagePipeline(
+        text_encoder=_tiny_t5(tokenizer, seed + 1),
+        tokenizer=tokenizer,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True),
+        safety_checker=NoGuardrail(),
+    )
+    return _install(pipe, scheduler)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from diffusers_geo import SCHEDULERS, OptimalDenoiser, SigmaDDIMScheduler
 from diffusers_geo.parameterization import EDM, to_model_output
 from diffusers_geo.registry import scheduler_names
 from diffusers_geo.schedulers.base import is_edm_config
-from diffusers_geo.testing import OWN_OVERRIDES, tiny_edm_sdxl_pipeline
+from diffusers_geo.testing import OWN_OVERRIDES, tiny_cosmos2_pipeline, tiny_edm_sdxl_pipeline
 
 NAMES = scheduler_names()
 
@@ -323,3 +323,118 @@ def test_bad_edm_schedule_input_is_refused_before_any_work():
     with pytest.raises(ValueError, match="mu="):
         ours.set_timesteps(4, mu=0.5)
     assert ours.sigmas is None  # nothing half-built
+
+
+# ------------------------------------------------------------------------------------------------------
+# Cosmos-Predict2: a FlowMatch config with EDM keys, a pipeline that preconditions the network itself
+# ------------------------------------------------------------------------------------------------------
+COSMOS_KEYS = dict(sigma_max=80.0, sigma_min=0.002, sigma_data=1.0, final_sigmas_type="sigma_min")
+
+
+def cosmos_scheduler():
+    """What ``Cosmos2TextToImagePipeline.__init__`` leaves: its FlowMatchEuler scheduler with Karras sigmas and
+    the EDM keys the pipeline registers into its config."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True)
+    scheduler.register_to_config(**COSMOS_KEYS)
+    return scheduler
+
+
+def cosmos_loop(scheduler, model: OptimalDenoiser, latents: torch.Tensor, steps: int) -> torch.Tensor:
+    """The scheduler calls of ``Cosmos2TextToImagePipeline.__call__``: an increasing ramp as ``sigmas``, the last
+    sigma replaced by the one before it, ``sigmas[i]`` read as the EDM level, and ``step`` given the noise
+    ``(x - D) / sigma`` of the denoiser (here exact, in place of the preconditioned transformer)."""
+    scheduler.set_timesteps(sigmas=torch.linspace(0, 1, steps, dtype=torch.float64))
+    if scheduler.config.get("final_sigmas_type", "zero") == "sigma_min":
+        scheduler.sigmas[-1] = scheduler.sigmas[-2]
+    latents = latents * scheduler.config.sigma_max
+    for i, t in enumerate(scheduler.timesteps):
+        sigma = scheduler.sigmas[i]
+        denoised = model.denoise(latents.double(), float(sigma)).float()
+        latents = scheduler.step((latents - denoised) / sigma.float(), t, latents, return_dict=False)[0]
+    return latents
+
+
+def test_cosmos_config_is_a_pipeline_preconditioned_edm_model():
+    control = cosmos_scheduler()
+    ours = SigmaDDIMScheduler.from_config(control.config)
+    assert ours.is_edm and ours.config.preconditioning == "pipeline"
+    assert ours.config.prediction_type == "epsilon" and ours.config.sigma_schedule == "karras"
+    for key, value in COSMOS_KEYS.items():
+        assert ours.config[key] == value, key
+    x = torch.randn(SHAPE)
+    assert torch.equal(ours.scale_model_input(x, 0), x)  # the pipeline scales the input itself
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cosmos_loop_sees_the_control_levels_and_euler_gives_its_latents(name):
+    control = cosmos_scheduler()
+    ours = SCHEDULERS[name].from_config(control.config)
+    model = mixture()
+    latents = torch.randn(SHAPE, generator=torch.Generator().manual_seed(4))
+    expected = cosmos_loop(control, model, latents, 6)
+    got = cosmos_loop(ours, model, latents, 6)
+    assert torch.allclose(ours.sigmas.float(), control.sigmas, rtol=1e-6, atol=0)
+    assert torch.isfinite(got).all()
+    if name == "sigma-ddim":  # Euler in sigma is FlowMatchEuler's step here
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (got - expected).abs().max()
+
+
+def test_cosmos_ramp_on_a_flow_scheduler_names_the_fix():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    ours = SigmaDDIMScheduler.from_config(FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True).config)
+    with pytest.raises(ValueError, match=r"EDM ramp .*X.from_config\(pipe.scheduler.config\)"):
+        ours.set_timesteps(sigmas=torch.linspace(0, 1, 4))
+
+
+@pytest.mark.parametrize(
+    "flow_options, match", [({"use_karras_sigmas": False}, "neither use_karras_sigmas"),
+                            ({"use_dynamic_shifting": True}, "use_dynamic_shifting=True")],
+)  # fmt: skip
+def test_cosmos_configs_we_cannot_serve_are_named(flow_options, match):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    config = dict(FlowMatchEulerDiscreteScheduler(**{"use_karras_sigmas": True, **flow_options}).config)
+    config.update(COSMOS_KEYS)
+    with pytest.raises(ValueError, match=match):
+        SigmaDDIMScheduler.from_config(config)
+
+
+def test_cosmos_config_saves_and_reloads(tmp_path):
+    ours = SCHEDULERS["er-sde"].from_config(cosmos_scheduler().config)
+    ours.save_pretrained(tmp_path)
+    back = SCHEDULERS["er-sde"].from_pretrained(tmp_path)
+    assert back.config.preconditioning == "pipeline" and back.config.sigma_data == 1.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_cosmos2_pipeline(name):
+    """Cosmos-Predict2 text-to-image with ours built from its scheduler config: the transformer sees the
+    control's noise levels; Euler gives the control's latents (round-off, one process)."""
+    seen: dict[str, list] = {"control": [], "ours": []}
+
+    def run(pipe, key, output_type="latent"):
+        def hook(module, args, kwargs):
+            seen[key].append(kwargs["timestep"].float().clone())
+
+        handle = pipe.transformer.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            return pipe(
+                "a", num_inference_steps=4, height=32, width=32, guidance_scale=1.0, max_sequence_length=16,
+                output_type=output_type, generator=torch.Generator().manual_seed(0),
+            ).images  # fmt: skip
+        finally:
+            handle.remove()
+
+    expected = run(tiny_cosmos2_pipeline(), "control")
+    pipe = tiny_cosmos2_pipeline(scheduler=name)
+    assert pipe.scheduler.config.preconditioning == "pipeline"
+    got = run(pipe, "ours")
+    assert len(seen["ours"]) == len(seen["control"]) == 4
+    for a, b in zip(seen["ours"], seen["control"], strict=True):
+        assert torch.allclose(a, b, rtol=1e-6)  # the noise fraction sigma / (1 + sigma) the network sees
+    assert torch.isfinite(got).all()
+    if name == "sigma-ddim":
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4), (got - expected).abs().max()

@@ -64,7 +64,8 @@ from .options import Betas, Bool, Check, Choice, Int, Real
 
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 SIGMA_SCHEDULES = ("karras", "exponential")
-PRECONDITIONINGS = ("none", "edm")
+#: "pipeline": an EDM model whose pipeline applies c_in / c_skip / c_out itself and hands step eps (Cosmos)
+PRECONDITIONINGS = ("none", "edm", "pipeline")
 #: what an EDM config (``preconditioning="edm"``) records where the option is not given: diffusers' EDM defaults
 EDM_DEFAULTS: dict[str, Any] = {"sigma_min": 0.002, "sigma_max": 80.0, "sigma_schedule": "karras", "rho": 7.0}
 _BETA = Real(0.0, 1.0, low_open=True, high_open=True)
@@ -138,7 +139,7 @@ def scheduler_config(init: Callable) -> Callable:
             given.get("prediction_type") == "flow_prediction"
         ):  # the class's flow defaults, recorded in the config
             given = {**type(self).flow_defaults, **given}
-        if given.get("preconditioning") == "edm":  # an EDM model records its schedule, as EDM configs do
+        if given.get("preconditioning") in ("edm", "pipeline"):  # an EDM model records its schedule
             given = {**EDM_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
         checks = type(self).option_checks()
         for name, value in given.items():
@@ -256,6 +257,43 @@ def _without_foreign_options(
     return {k: v for k, v in config.items() if k not in dropped}
 
 
+def _from_cosmos_class(config: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """The ``FlowMatchEulerDiscreteScheduler`` config of Cosmos-Predict2 (``use_karras_sigmas=True``, and the
+    ``sigma_min`` / ``sigma_max`` / ``sigma_data`` / ``final_sigmas_type`` its pipeline registers) in our terms.
+    That pipeline treats the scheduler as a VE Euler solver: it passes the ramp ``linspace(0, 1, N)`` as
+    ``sigmas`` (FlowMatchEuler turns it into Karras levels between the registered ends, rho = 7, ignoring the
+    shift), reads ``scheduler.sigmas[i]`` as EDM noise levels, preconditions the network itself and hands
+    ``step`` the noise ``(x - D) / sigma``. So it is an EDM model with ``preconditioning="pipeline"`` and
+    ``prediction_type="epsilon"``; the flow keys, which do not change that schedule, are not taken over, and
+    dynamic shifting (which would need a ``mu`` the pipeline never passes) is refused."""
+    if config.get("use_dynamic_shifting"):
+        raise ValueError(
+            f"The Cosmos-style config (a FlowMatch config with sigma_data) has use_dynamic_shifting=True, which "
+            f"its pipeline never serves (no mu is passed): {owner} cannot serve it. Set use_dynamic_shifting=False."
+        )
+    if config.get("use_exponential_sigmas"):
+        schedule = "exponential"
+    elif config.get("use_karras_sigmas"):
+        schedule = "karras"
+    else:
+        raise ValueError(
+            "The Cosmos-style config (a FlowMatch config with sigma_data) has neither use_karras_sigmas nor "
+            "use_exponential_sigmas: its pipeline's sigmas=linspace(0, 1, N) then give no EDM schedule. Cosmos "
+            "ships use_karras_sigmas=True; set it."
+        )
+    if config.get("sigma_min") is None or config.get("sigma_max") is None:
+        raise ValueError(
+            f"The Cosmos-style config has sigma_min={config.get('sigma_min')} / sigma_max={config.get('sigma_max')}: "
+            "give both ends of the EDM range (Cosmos-Predict2 registers 0.002 / 80)."
+        )
+    flow = set(inspect.signature(GeoScheduler.__init__).parameters) & {
+        "shift", "base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len", "shift_terminal",
+        "time_shift_type", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "timestep_spacing",
+    }  # fmt: skip
+    kept = {k: v for k, v in config.items() if k not in flow}
+    return {**kept, "preconditioning": "pipeline", "prediction_type": "epsilon", "sigma_schedule": schedule}
+
+
 def _from_edm_class(config: Mapping[str, Any], owner: str) -> dict[str, Any]:
     """An EDM scheduler's config in our terms: its keys are ours already, and ``preconditioning="edm"``
     records the family (so a saved config reloads as EDM). ``prediction_type="sample"`` (which
@@ -352,6 +390,8 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             ``X.from_config`` of an ``EDMEulerScheduler`` / ``EDMDPMSolverMultistepScheduler`` config sets it,
             :class:`~diffusers_geo.parameterization.EDM`): ``sigma_min`` / ``sigma_max`` are then the trained
             range (default 0.002 / 80), ``timesteps`` are ``c_noise`` and ``scale_model_input`` scales by ``c_in``.
+            "pipeline": the same model, but its pipeline preconditions the network itself and hands ``step`` the
+            noise ``(x - D) / sigma`` (Cosmos-Predict2; from its FlowMatch config with ``sigma_data``).
         sigma_data: the data's standard deviation: EDM's ``c_skip`` / ``c_out`` / ``c_in``, and the geometric
             Heun corrector's first-order move (EDM's 0.5).
         sigma_schedule, rho: an EDM model's schedule for ``num_inference_steps``: "karras" (with ``rho``) or
@@ -409,7 +449,9 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         "time_shift_type": Choice(TIME_SHIFT_TYPES),
         "use_flow_sigmas": Bool(),
         "flow_shift": Real(0.0, low_open=True, hint="(1 is no shift)"),
-        "preconditioning": Choice(PRECONDITIONINGS, hint="('edm' for EDMEuler / EDMDPMSolver configs)"),
+        "preconditioning": Choice(
+            PRECONDITIONINGS, hint="('edm': EDMEuler / EDMDPMSolver configs; 'pipeline': Cosmos)"
+        ),
         "sigma_data": Real(0.0, low_open=True, hint="(0.5 for images in [-1, 1])"),
         "sigma_schedule": Choice(SIGMA_SCHEDULES),
         "rho": Real(0.0, low_open=True, hint="(EDM uses 7)"),
@@ -446,7 +488,9 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         ``sigma_data``, ``sigma_schedule``, ``rho``, ``final_sigmas_type``, ``prediction_type``), which select
         the :class:`~diffusers_geo.parameterization.EDM` parameterisation."""
         flow_match = is_flow_match_config(config_dict)
-        if flow_match:
+        if flow_match and "sigma_data" in config_dict:  # the EDM keys Cosmos-Predict2's pipeline registers
+            config_dict, flow_match = _from_cosmos_class(config_dict, cls.__name__), False
+        elif flow_match:
             config_dict = _from_flow_match_class(config_dict, cls.__name__)
         elif is_edm_config(config_dict):
             config_dict = _from_edm_class(config_dict, cls.__name__)
@@ -554,9 +598,12 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             rescale_betas_zero_snr
         ):  # finite, increasing sigma_max (diffusers' Euler clamp where it is monotone)
             self.alphas_cumprod = clamp_zero_terminal_snr(self.alphas_cumprod)
-        if preconditioning == "edm":
-            self.parameterization: DiscreteVP | FlowMatching | EDM = EDM(sigma_min, sigma_max, sigma_data)
-            # what EDM pipelines multiply N(0, I) by: diffusers' EDM schedulers' sqrt(sigma_max^2 + 1)
+        if preconditioning in ("edm", "pipeline"):
+            self.parameterization: DiscreteVP | FlowMatching | EDM = EDM(
+                sigma_min, sigma_max, sigma_data, by_pipeline=preconditioning == "pipeline"
+            )
+            # what EDM pipelines multiply N(0, I) by: diffusers' EDM schedulers' sqrt(sigma_max^2 + 1) (Cosmos
+            # multiplies by config.sigma_max itself)
             self.init_noise_sigma = (sigma_max**2 + 1) ** 0.5
         elif prediction_type == "flow_prediction":
             self.parameterization = FlowMatching(num_train_timesteps)
@@ -585,7 +632,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
     @property
     def is_edm(self) -> bool:
         """Whether the model is EDM-preconditioned (``preconditioning="edm"``)."""
-        return self.config.preconditioning == "edm"
+        return self.config.preconditioning in ("edm", "pipeline")
 
     @property
     def is_flow_matching(self) -> bool:
@@ -595,7 +642,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
     def _check_model_family(self) -> None:
         """The options of one model family must not be set for the other (a silent wrong image otherwise)."""
         cfg = self.config
-        if cfg.preconditioning == "edm":
+        if self.is_edm:
             self._check_edm_options()
             return
         edm_only = {
@@ -678,6 +725,11 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         """An EDM model's schedule is set by sigma_min / sigma_max / sigma_schedule / rho: the options of the
         other families would be silently unused, so a value other than their default is refused by name."""
         cfg = self.config
+        if cfg.preconditioning == "pipeline" and cfg.prediction_type != "epsilon":
+            raise ValueError(
+                f"preconditioning='pipeline' (the pipeline preconditions and hands step eps = (x - D) / sigma, as "
+                f"Cosmos-Predict2 does) takes prediction_type='epsilon', got {cfg.prediction_type!r}."
+            )
         if cfg.prediction_type not in EDM.prediction_types:
             raise ValueError(
                 f"prediction_type={cfg.prediction_type!r} is not an EDM model's: diffusers' EDM preconditioning "
@@ -1043,6 +1095,14 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 )
             return append_terminal(flow_sigma(t / total), 0.0), "timesteps"
         if sigmas is not None:
+            ramp = _as_float64("sigmas", sigmas)
+            if len(ramp) > 1 and ramp[0] == 0 and bool((ramp[1:] > ramp[:-1]).all()):
+                raise ValueError(
+                    "`sigmas` increasing from 0 is an EDM ramp (Cosmos-Predict2's pipeline passes linspace(0, 1, N)), "
+                    "but this scheduler serves a flow-matching model. Build it from the pipeline's scheduler config "
+                    "after the pipeline registered its EDM keys (sigma_data, sigma_min, sigma_max): "
+                    "X.from_config(pipe.scheduler.config) gives an EDM scheduler."
+                )
             s = _as_decreasing("sigmas", sigmas)
             if s[-1] <= 0 or s[0] > 1:
                 raise ValueError(
@@ -1088,7 +1148,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         """Identity for VP and flow models (the pipeline's sample is already the model input); for an EDM model
         ``c_in x = x / sqrt(sigma^2 + sigma_data^2)`` at the level of the current step (of ``timestep`` before
         the first step), as ``EDMEulerScheduler.scale_model_input``. Changes no state."""
-        if not self.is_edm:
+        if self.config.preconditioning != "edm":  # "pipeline": the pipeline scales the input itself
             return sample
         if self.sigmas is None:
             raise ValueError(

@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``diffusers-geo`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status, or raises
     :class:`UsageError` (a ``SystemExit`` with status 2) after printing a user error as one line."""
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
     prog = f"diffusers-geo {args.command}"
+    if unknown:  # argparse would name the top-level parser; the user typed them for the command
+        fail(prog, f"unrecognized arguments: {' '.join(unknown)} (see {prog} --help)")
     try:
         _module("_checks").check(args)
         return _module(args.command).run(args)

@@ -2,9 +2,9 @@
 
     pipe.scheduler = SigmaDDIMScheduler.from_config(pipe.scheduler.config)
 
-The schedulers and the registry are imported with the package; every feature (the optimal denoiser, GITS,
-priors, diagnostics, the packaged model) is imported when first used, so ``import diffusers_geo`` costs little
-more than ``import diffusers``.
+Every name is imported when first used (the schedulers and the registry together, so their classes report the
+stable module below), so ``import diffusers_geo`` imports neither torch nor diffusers: ``diffusers-geo --help``
+and ``--version`` stay instant.
 
 ``SchedulerMixin`` and ``ModelMixin`` are re-exported on purpose: diffusers loads a third-party class named in
 ``model_index.json`` only if the named module exposes one of its loadable base classes. Public classes
@@ -18,25 +18,28 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from diffusers import SchedulerMixin as SchedulerMixin
-
-from .registry import SCHEDULERS as SCHEDULERS
-from .registry import load_scheduler as load_scheduler
-from .schedulers import ERSDEScheduler as ERSDEScheduler
-from .schedulers import GeometricHeunScheduler as GeometricHeunScheduler
-from .schedulers import GeoScheduler as GeoScheduler
-from .schedulers import GeoSchedulerOutput as GeoSchedulerOutput
-from .schedulers import OdeJump as OdeJump
-from .schedulers import ProjectionDDIMScheduler as ProjectionDDIMScheduler
-from .schedulers import SigmaDDIMScheduler as SigmaDDIMScheduler
-from .schedulers import __all__ as _SCHEDULER_NAMES
-from .schedulers import scheduler_config as scheduler_config
-
 __version__ = "0.1.0.dev0"
+
+#: ``diffusers_geo.schedulers.__all__``, written out so that importing the package imports no scheduler
+#: (``tests/test_cli_errors.py`` checks the two lists agree)
+_SCHEDULER_NAMES = (
+    "ERSDEScheduler",
+    "GeoScheduler",
+    "GeoSchedulerOutput",
+    "GeometricHeunScheduler",
+    "OdeJump",
+    "ProjectionDDIMScheduler",
+    "SigmaDDIMScheduler",
+    "scheduler_config",
+)
 
 #: name -> module (relative to this package) of everything imported on first use
 _LAZY = {
+    "SchedulerMixin": "diffusers",
     "ModelMixin": "diffusers",
+    "SCHEDULERS": ".registry",
+    "load_scheduler": ".registry",
+    **dict.fromkeys(_SCHEDULER_NAMES, ".schedulers"),
     "GITSSchedule": ".gits",
     "gits_schedule": ".gits",
     "OptimalDenoiser": ".models",
@@ -70,6 +73,9 @@ __all__ = ["SCHEDULERS", "SchedulerMixin", "load_scheduler", *_SCHEDULER_NAMES, 
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _LAZY[name] in (".registry", ".schedulers"):
+        _load_schedulers()
+        return globals()[name]
     value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     if name in _STABLE_MODULE:
         value.__module__ = __name__
@@ -77,10 +83,15 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def _load_schedulers() -> None:
+    """The schedulers and the registry, bound here at once; their classes report this package as module."""
+    registry = importlib.import_module(".registry", __name__)
+    schedulers = importlib.import_module(".schedulers", __name__)
+    for cls in (schedulers.GeoScheduler, schedulers.GeoSchedulerOutput, *registry.SCHEDULERS.values()):
+        cls.__module__ = __name__
+    globals().update({n: getattr(schedulers, n) for n in _SCHEDULER_NAMES})
+    globals().update(SCHEDULERS=registry.SCHEDULERS, load_scheduler=registry.load_scheduler)
+
+
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
-
-
-for _cls in (GeoScheduler, GeoSchedulerOutput, *SCHEDULERS.values()):
-    _cls.__module__ = __name__
-del _cls

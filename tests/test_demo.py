@@ -98,7 +98,10 @@ def test_scheduler_groups_follow_the_registry(monkeypatch):
     [
         (["--schedulers", "sigma-ddim,nope"], "unknown scheduler 'nope'; use 'ours', 'main'"),
         (["--prompt", "a cat"], "unconditional; --prompt needs --model"),
-        (["--model", "/nonexistent/folder"], "cannot load --model '/nonexistent/folder'"),
+        (
+            ["--model", "/nonexistent/folder"],
+            "--model '/nonexistent/folder': no such folder, and not a Hub id",
+        ),
         (["--num-images", "0"], "--num-images must be >= 1"),
         (["--threads", "-1"], "--threads must be >= 1"),
         (["--schedulers", "unipc+gits"], "GITS schedules"),

@@ -44,6 +44,7 @@ def test_two_processes_write_the_same_images_as_one(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [["--num-images", "0"], ["--steps", "0"], ["--batch-size", "0"]])
-def test_bad_counts(tmp_path, bad):
-    with pytest.raises(ValueError, match="must be >= 1"):
+def test_bad_counts(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit, match="must be >= 1") as info:
         main(["generate", *bad, "--out", str(tmp_path)])
+    assert info.value.code == 2 and bad[0] in capsys.readouterr().err  # one line naming the flag

@@ -112,9 +112,10 @@ def test_two_processes_search_the_same_schedule_as_one(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [["--steps", "0"], ["--num-warmup", "0"], ["--batch-size", "0"]])
-def test_bad_counts(tmp_path, bad):
-    with pytest.raises(ValueError, match="must be >= 1"):
+def test_bad_counts(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit, match="must be >= 1") as info:
         main(["gits", "--steps", "3", *bad, "--out", str(tmp_path)])
+    assert info.value.code == 2 and bad[0] in capsys.readouterr().err  # one line naming the flag
 
 
 def test_the_command_notes_a_scheduler_that_cannot_take_the_schedule(tmp_path, capsys):

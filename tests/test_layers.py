@@ -31,7 +31,7 @@ LAYERS = [
         "evaluation",
         "metrics",
     },  # library features
-    {"bench", "testing", "cli"},  # the benchmark, the test helpers and the commands
+    {"bench", "testing", "cli", "__main__"},  # the benchmark, the test helpers and the commands
 ]
 #: what the top layer may not import among itself: the benchmark and the test helpers are not commands
 FORBIDDEN = {

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -111,8 +110,8 @@ def load_model_pipeline(model: str, device: str) -> Any:
         try:
             pipe = load_default_pipeline(device=device)
         except (ImportError, FileNotFoundError) as err:
-            raise SystemExit(
-                "diffusers-geo analyze: the embedded default model is not available in this install "
+            raise ValueError(
+                "--model default: the embedded default model is not available in this install "
                 f"({err}); pass --model <hub id or path> or --model none."
             ) from err
     else:
@@ -177,46 +176,13 @@ def to_json(analyses: list[Analysis], settings: dict[str, Any]) -> dict[str, Any
     return {"settings": settings, "rows": rows}
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``diffusers-geo analyze`` on the CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "analyze",
-        help="trajectory geometry (paper A): chord deviation, denoising-trajectory convergence, plots",
-        description="Record sampling and denoising trajectories on exact denoisers (Gaussian, digits "
-        "mixture, mean shift over the digits) and on a pipeline; print a Markdown table and write "
-        "results.json and PNG plots to --out.",
-    )
-    parser.add_argument(
-        "--model",
-        default="default",
-        help="'default' (the embedded model), 'none' (exact denoisers only), or a hub id / local path",
-    )
-    parser.add_argument("--scheduler", default="sigma-ddim", help="a sampler name as in `bench --list`")
-    parser.add_argument("--steps", type=int, default=50, help="sampling steps")
-    parser.add_argument("--samples", type=int, default=16, help="trajectories per problem")
-    parser.add_argument("--eps", type=float, default=0.05, help="convergence threshold, RMS in data units")
-    parser.add_argument("--size", type=int, default=16, help="image side of the exact digits problems")
-    parser.add_argument("--prompt", default=None, help="prompt for text-to-image --model pipelines")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="device for the pipeline (default: cuda if available)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", type=Path, default=Path("analyze-out"), help="folder for results and plots")
-    return parser
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``diffusers-geo analyze``."""
 
-    if args.steps < 2 or args.samples < 1 or args.eps <= 0 or args.size < 2:
-        raise SystemExit("diffusers-geo analyze: need --steps >= 2, --samples >= 1, --eps > 0, --size >= 2")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     config = load_config("ddpm")
-    try:
-        make_scheduler(args.scheduler, config)
-    except ValueError as err:
-        raise SystemExit(f"diffusers-geo analyze: {err}") from err
     args.out.mkdir(parents=True, exist_ok=True)
 
     analyses: list[Analysis] = []

@@ -28,7 +28,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 import diffusers
 import numpy as np
@@ -36,55 +35,15 @@ import torch
 from diffusers import DiffusionPipeline
 
 from .. import __version__
-from .._help import plain
 from ..diagnostics.grid import render_grid
 from ..models.default_model import default_model_path
 from ..registry import SCHEDULERS, is_stochastic, make_scheduler, resolve_names, serves_flow
 from ..sampling import run_pipeline, steps_for_nfe, takes
-from ._common import DTYPES, int_list, load_pipeline, resolve_device, resolve_dtype
+from ._common import load_pipeline, resolve_device, resolve_dtype
+from ._parsers import MAIN_BUILTINS as MAIN_BUILTINS  # diffusers' built-ins the demo shows (``main``)
+from ._parsers import MAIN_FLOW_BUILTINS as MAIN_FLOW_BUILTINS  # the same for flow-matching pipelines
 
-#: diffusers' built-ins the demo shows by default (``main`` in ``--schedulers``).
-MAIN_BUILTINS: tuple[str, ...] = ("ddim", "ddpm", "euler", "euler-a", "heun", "dpmpp-2m", "unipc")
-#: the same for flow-matching pipelines (SD3, Flux): diffusers' flow samplers
-MAIN_FLOW_BUILTINS: tuple[str, ...] = ("flow-euler", "flow-euler-sde", "flow-dpmpp-2m", "flow-unipc")
-DEFAULT_SCHEDULERS = "ours,main"
-DEFAULT_NFE = (5, 10, 20)
 DEFAULT_PROMPT = "a photograph of an astronaut riding a horse"
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``diffusers-geo demo`` on the ``subparsers`` of the main parser."""
-    demo = subparsers.add_parser(
-        "demo",
-        help="sample with every scheduler on the same seeds at NFE 5/10/20; one labelled PNG grid",
-        description=plain(__doc__.split("\n\n")[1]),
-    )
-    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for demo.png and demo.json")
-    demo.add_argument(
-        "--schedulers",
-        default=DEFAULT_SCHEDULERS,
-        help="comma-separated: 'ours' (every diffusers_geo scheduler), 'main' "
-        f"({', '.join(MAIN_BUILTINS)}), 'builtins', or names from `diffusers-geo bench --list`, with "
-        "config overrides after colons (er-sde:solver_order=2)",
-    )
-    demo.add_argument("--nfe", type=int_list(1), default=list(DEFAULT_NFE), help="model calls, e.g. 5,10,20")
-    demo.add_argument("--seeds", type=int_list(0), default=None, help="one image per seed, e.g. 0,1,2,3")
-    demo.add_argument("--num-images", type=int, default=8, help="seeds 0..N-1 when --seeds is not given")
-    demo.add_argument(
-        "--model",
-        default=None,
-        help="hub id or local folder of any diffusers pipeline (default: the packaged digits DDPM)",
-    )
-    demo.add_argument(
-        "--prompt", default=None, help=f"for text-to-image models (default: {DEFAULT_PROMPT!r})"
-    )
-    demo.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
-    demo.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: float16 on GPU")
-    demo.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: 1 for the packaged model)"
-    )
-    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return demo
 
 
 # --------------------------------------------------------------------------------------------------
@@ -164,24 +123,10 @@ def compare(
 def run(args: argparse.Namespace) -> int:
     """``diffusers-geo demo``: compare the samplers, write ``demo.png`` and ``demo.json`` to ``--out``."""
     start = time.perf_counter()
-    try:
-        names = resolve_schedulers(args.schedulers)
-    except ValueError as err:
-        raise SystemExit(f"diffusers-geo demo: {err}") from err
-    if args.num_images < 1:
-        raise SystemExit("diffusers-geo demo: --num-images must be >= 1")
-    if args.threads is not None and args.threads < 1:
-        raise SystemExit("diffusers-geo demo: --threads must be >= 1")
+    names = resolve_schedulers(args.schedulers)  # the arguments were checked (cli/_checks.py)
     seeds = list(args.seeds) if args.seeds else list(range(args.num_images))
     packaged = args.model is None
-    if packaged and args.prompt is not None:
-        raise SystemExit(
-            "diffusers-geo demo: the packaged digits model is unconditional; --prompt needs --model"
-        )
-    try:
-        device = resolve_device(args.device)
-    except RuntimeError as err:
-        raise SystemExit(f"diffusers-geo demo: bad --device {args.device!r}: {err}") from err
+    device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device, packaged)
     threads = args.threads or (1 if packaged and device.type == "cpu" else None)
     if threads:
@@ -189,17 +134,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         pipe = load_pipeline(args.model, device, dtype)
     except (OSError, ValueError) as err:
-        raise SystemExit(f"diffusers-geo demo: cannot load --model {args.model!r}: {err}") from err
+        raise ValueError(f"cannot load --model {args.model!r}: {err}") from err
     if args.prompt is not None and not takes(pipe, "prompt"):
-        raise SystemExit(f"diffusers-geo demo: {type(pipe).__name__} takes no prompt; drop --prompt")
+        raise ValueError(f"--prompt: {type(pipe).__name__} takes no prompt; drop --prompt")
     if serves_flow(pipe.scheduler.config):
         names = resolve_schedulers(args.schedulers, flow=True)
     model_name = "packaged tiny-digits DDPM" if packaged else args.model
 
-    try:
-        cells = compare(pipe, names, args.nfe, seeds, args.prompt, progress=not args.no_progress)
-    except ValueError as err:
-        raise SystemExit(f"diffusers-geo demo: {err}") from err
+    cells = compare(pipe, names, args.nfe, seeds, args.prompt, progress=not args.no_progress)
     prompt = (args.prompt or DEFAULT_PROMPT) if takes(pipe, "prompt") else None
     title = f"{model_name}" + (f" - {prompt!r}" if prompt else "") + f" - seeds {seeds[0]}..{seeds[-1]}"
     title += " - same initial noise in every cell - blue: diffusers-geo"

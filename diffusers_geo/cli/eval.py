@@ -12,55 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .._help import plain
 from ..diagnostics.grid import render_grid
 from ..evaluation import (
-    CLIP_MODEL,
-    DEFAULT_NFE,
-    DEFAULT_SCHEDULERS,
-    REFERENCE,
     evaluate_schedulers,
     plot_result,
 )
 from ..registry import SCHEDULERS
-from ._common import DTYPES, int_list, start_and_load
 from ._common import settings as command_settings
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "eval",
-        help="which sampler and how many steps for your model and prompts (scored against a converged run)",
-        description=plain(__doc__.split("\n\n")[1]),
-    )
-    parser.add_argument(
-        "--model", default=None, help="hub id or pipeline folder (default: the packaged model)"
-    )
-    parser.add_argument("--prompts", type=Path, default=None, help="text file, one prompt per line")
-    parser.add_argument(
-        "--schedulers", default=DEFAULT_SCHEDULERS, help="names as in `bench --list`, or groups"
-    )
-    parser.add_argument("--nfe", type=int_list(1), default=list(DEFAULT_NFE), help="model-call budgets")
-    parser.add_argument("--reference", default=REFERENCE, help="NAME:STEPS, the converged run")
-    parser.add_argument("--num-images", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16, help="images per pipeline call per process")
-    parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    parser.add_argument("--device", default=None, help="default: this process's device (cuda if available)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="auto: float16 on GPU")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument(
-        "--clip-model",
-        default=CLIP_MODEL,
-        help="CLIP model (hub id or folder) of the per-image CLIP score against the prompts; 'none': skip it",
-    )
-    parser.add_argument("--resume", action="store_true", help="reuse the finished cells of --out/eval.json")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path("eval-out"))
-    return parser
+from ._common import start_and_load
 
 
 def _prompts(path: Path | None) -> list[str] | None:
@@ -78,34 +40,31 @@ def run(args: argparse.Namespace) -> int:
     """Run ``diffusers-geo eval``."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    prompts = _prompts(args.prompts)
     try:
-        prompts = _prompts(args.prompts)
-        try:
-            state, pipe = start_and_load(args.model, args.device, args.dtype)
-        except (OSError, ValueError, TypeError) as err:
-            raise ValueError(
-                f"--model {args.model!r} is not a diffusers pipeline folder or hub id: {err}"
-            ) from err
-        previous = None
-        report = args.out / "eval.json"
-        if args.resume and report.is_file():
-            previous = json.loads(report.read_text())
-        result = evaluate_schedulers(
-            pipe,
-            prompts,
-            schedulers=args.schedulers,
-            nfe=args.nfe,
-            reference=args.reference,
-            num_images=args.num_images,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            progress=not args.no_progress,
-            resume=previous,
-            state=state,
-            clip_score=None if args.clip_model.lower() == "none" else args.clip_model,
-        )
-    except ValueError as err:
-        raise SystemExit(f"diffusers-geo eval: {err}") from err
+        state, pipe = start_and_load(args.model, args.device, args.dtype)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(
+            f"--model {args.model!r} is not a diffusers pipeline folder or hub id: {err}"
+        ) from err
+    previous = None
+    report = args.out / "eval.json"
+    if args.resume and report.is_file():
+        previous = json.loads(report.read_text())
+    result = evaluate_schedulers(
+        pipe,
+        prompts,
+        schedulers=args.schedulers,
+        nfe=args.nfe,
+        reference=args.reference,
+        num_images=args.num_images,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        resume=previous,
+        state=state,
+        clip_score=None if args.clip_model.lower() == "none" else args.clip_model,
+    )
     if not state.is_main_process:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)

@@ -13,39 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .._help import plain
 from ..registry import make_scheduler
-from ._common import check_counts, start_and_load
 from ._common import settings as command_settings
+from ._common import start_and_load
 
-__all__ = ["add_parser", "image_seeds", "run"]
+__all__ = ["image_seeds", "run"]
 
 
 def image_seeds(num_images: int, seed: int) -> list[int]:
     """The seed of every image: ``seed + i`` (independent of processes and batches)."""
     return [seed + i for i in range(num_images)]
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "generate",
-        help="write N images with a diffusers-geo scheduler (multi-GPU / multi-machine with accelerate launch)",
-        description=plain(__doc__.splitlines()[0]),
-    )
-    parser.add_argument("--model", default=None, help="hub id or local folder (default: the packaged model)")
-    parser.add_argument("--scheduler", default="er-sde", help="a sampler name as in `bench --list`")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--num-images", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=8, help="images per pipeline call per process")
-    parser.add_argument("--prompt", default=None, help="for text-to-image pipelines")
-    parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    parser.add_argument("--out", type=Path, default=Path("generate-out"))
-    return parser
 
 
 def _images(pipe, seeds: list[int], steps: int, prompt: str | None) -> list:
@@ -60,7 +41,6 @@ def _images(pipe, seeds: list[int], steps: int, prompt: str | None) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_counts(args, ("steps", "num_images", "batch_size"))
     state, pipe = start_and_load(args.model)
     pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     seeds = image_seeds(args.num_images, args.seed)

@@ -16,59 +16,15 @@ pipeline's ``scheduler/`` folder.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any
 
-from .._help import plain
 from ..gits import gits_schedule
 from ..registry import make_scheduler
-from ._common import check_counts, start_and_load
+from ._common import start_and_load
 
-__all__ = ["add_parser", "run"]
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "gits",
-        help="search a GITS time schedule for a pipeline (multi-GPU / multi-machine with accelerate launch)",
-        description=plain(__doc__.splitlines()[0]),
-    )
-    parser.add_argument("--model", default=None, help="hub id or local folder (default: the packaged model)")
-    parser.add_argument("--steps", type=int, required=True, help="N, the model calls of the schedule")
-    parser.add_argument("--num-warmup", type=int, default=256, help="warm-up samples (GITS: 256)")
-    parser.add_argument(
-        "--teacher-steps", type=int, default=60, help="model calls per teacher run (GITS: 60)"
-    )
-    parser.add_argument(
-        "--coeff", type=float, default=1.2, help="DP weight of later steps (1.15 pixel, 1.2 SD)"
-    )
-    parser.add_argument("--metric", default="l2", choices=["l2", "dev"])
-    parser.add_argument(
-        "--jump",
-        default="euler",
-        choices=["euler", "heun"],
-        help="jump whose error the DP weighs (heun: 2nd order)",
-    )
-    parser.add_argument("--grid", default="timesteps", choices=["timesteps", "karras"])
-    parser.add_argument("--analytic-first-step", action="store_true", help="AFS: a free first step")
-    parser.add_argument("--prompt", default=None, help="for text-to-image pipelines")
-    parser.add_argument("--guidance-scale", type=float, default=None, help="for text-to-image pipelines")
-    parser.add_argument("--seed", type=int, default=0, help="warm-up sample i uses seed + i")
-    parser.add_argument(
-        "--batch-size", type=int, default=16, help="warm-up samples per model call per process"
-    )
-    parser.add_argument(
-        "--scheduler",
-        default=None,
-        help="save this sampler's config (a name as in `bench --list`, e.g. dpmpp-2m) instead of the pipeline's",
-    )
-    parser.add_argument("--out", type=Path, default=Path("gits-out"), help="the scheduler folder to write")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser
+__all__ = ["run"]
 
 
 def run(args: argparse.Namespace) -> int:
-    check_counts(args, ("steps", "num_warmup", "teacher_steps", "batch_size"))
     state, pipe = start_and_load(args.model)
     scheduler = pipe.scheduler
     if args.scheduler is not None:  # checked before the search

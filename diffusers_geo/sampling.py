@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers import DDIMPipeline, DDPMPipeline
 from diffusers.utils.torch_utils import randn_tensor
+
+from .schedulers.options import Choice, Int
+from .solvers.arguments import Instance, Numbers, Tensor
 
 #: the image sequence length (2x2-packed latent tokens) of a 1024 x 1024 Flux image: what the benchmark's
 #: dynamic shift assumes (``mu = max_shift`` with Flux.1-dev's config)
@@ -26,6 +29,8 @@ FLUX_IMAGE_SEQ_LEN = 4096
 def flux_mu(config, image_seq_len: int = FLUX_IMAGE_SEQ_LEN) -> float:
     """Flux's resolution-dependent shift (diffusers' ``calculate_shift``): linear in the image sequence length
     from ``base_shift`` at ``base_image_seq_len`` to ``max_shift`` at ``max_image_seq_len``."""
+    Instance(Mapping, "a scheduler config (scheduler.config)")("config", config)
+    Int(1)("image_seq_len", image_seq_len)
     lo, hi = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
     base, top = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
     slope = (top - base) / (hi - lo)
@@ -41,6 +46,7 @@ def set_timesteps(scheduler, steps: int, image_seq_len: int = FLUX_IMAGE_SEQ_LEN
     """``scheduler.set_timesteps`` as the pipeline of its model calls it: with dynamic shifting (Flux) the
     unshifted ``sigmas = linspace(1, 1/N, N)`` and ``mu`` (:func:`flux_mu`), or ``N`` and ``mu`` where the config
     has ``use_flow_sigmas`` or ``set_timesteps`` takes no ``sigmas`` (as FluxPipeline does); otherwise ``N``."""
+    Int(1)("steps", steps)
     config = scheduler.config
     if not config.get("use_dynamic_shifting"):
         scheduler.set_timesteps(steps)
@@ -55,6 +61,7 @@ def set_timesteps(scheduler, steps: int, image_seq_len: int = FLUX_IMAGE_SEQ_LEN
 
 def steps_for_nfe(scheduler, nfe: int) -> int | None:
     """Largest ``num_inference_steps`` whose schedule makes at most ``nfe`` model calls."""
+    Int(1)("nfe", nfe)
     for steps in range(nfe, 0, -1):
         set_timesteps(scheduler, steps)
         if len(scheduler.timesteps) <= nfe:
@@ -64,6 +71,10 @@ def steps_for_nfe(scheduler, nfe: int) -> int | None:
 
 def sample(scheduler, model, noise: torch.Tensor, generator: torch.Generator | None):
     """Run one pipeline-style loop; returns ``(final sample, model calls, VP model input at the start, t0)``."""
+    Tensor()("noise", noise)
+    Instance((torch.Generator, list), "a torch.Generator or a list of them (one per sample)", optional=True)(
+        "generator", generator
+    )
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     x = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # FlowMatch schedulers: pure noise, no attribute
     calls, start = 0, None
@@ -124,8 +135,9 @@ def run_pipeline(
     gets its ``sigmas=`` (or ``timesteps=`` where the scheduler takes no sigmas:
     :meth:`~diffusers_geo.GITSSchedule.set_timesteps_kwargs`).
     """
-    if output_type not in ("np", "latent"):
-        raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}.")
+    Choice(("np", "latent"))("output_type", output_type)
+    Int(1)("steps", steps)
+    Numbers(ints=True)("seeds", seeds)
     pipe.scheduler = scheduler
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     calls = 0

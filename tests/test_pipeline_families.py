@@ -383,3 +383,95 @@ def test_own_config_names_nothing(caplog):
     with caplog.at_level(logging.WARNING, logger="diffusers_geo"):
         ERSDEScheduler.from_config(ERSDEScheduler(**SD_BETAS, solver_order=2).config)
     assert not [r for r in caplog.records if "not taken over" in r.getMessage()]
+
+
+# --------------------------------------------------------------------------------------------------
+# the two-call geometric Heun on zero-terminal-SNR schedules and in Flux img2img
+# --------------------------------------------------------------------------------------------------
+def test_two_call_heun_treats_the_zero_snr_clamp_as_infinite():
+    """From the clamped sigma_T = 4096 Heun's forward difference would be weighted by h / (2 sigma_1), some
+    hundreds; the step from it is the trapezoidal rule of the sigma = inf limit, weight (1 - sigma_1 / sigma_0) / 2."""
+    from diffusers_geo.solvers.geometric import heun_call, heun_corrector
+
+    scheduler = GeometricHeunScheduler(
+        **SD_BETAS,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        multistep=False,
+    )
+    scheduler.set_timesteps(4)
+    assert float(scheduler.sigmas[0]) == pytest.approx(4096, rel=1e-6)
+    x = torch.randn(1, 2, 3, 3, generator=gen(0))
+    outputs = [torch.randn(1, 2, 3, 3, generator=gen(i + 1)) for i in range(2)]
+    first = scheduler.step(outputs[0], scheduler.timesteps[0], x).prev_sample
+    state = scheduler._state
+    second = scheduler.step(outputs[1], scheduler.timesteps[1], first).prev_sample
+    sigma_0, sigma_1 = float(scheduler.sigmas[0]), float(scheduler.sigmas[2])
+    param = scheduler.parameterization
+    y1 = param.to_y(first, float(scheduler.sigmas[1]))
+    d1 = param.denoised(outputs[1], first, y1, float(scheduler.sigmas[1]), "v_prediction")
+    expected = heun_corrector(state.y, state.denoised, d1, sigma_0, sigma_1) * param.alpha(sigma_1)
+    torch.testing.assert_close(second, expected)
+    # a finite start below the clamp keeps Heun's step
+    plain = heun_call(state.y, state.denoised, sigma_1, sigma_1 / 2, None)[1]
+    assert (
+        heun_call(state.y, d1, sigma_1 / 2, sigma_1 / 4, plain, 1.0, scheduler._infinite_sigma())[1] is None
+    )
+    assert float(second.std()) < 5 * float(x.std())
+
+
+def test_two_call_heun_zero_snr_sd_pipeline_stays_near_the_control():
+    """In a v-prediction SD pipeline with zero terminal SNR (random weights) the two-call Heun's latents keep the
+    control's scale (15x the control's std before the limit form, issue 25)."""
+    from diffusers_geo import load_scheduler
+    from diffusers_geo.testing import tiny_sd_pipeline
+
+    pipe = tiny_sd_pipeline("txt2img", prediction_type="v_prediction", seed=0)
+    config = DDIMScheduler.from_config(
+        pipe.scheduler.config, rescale_betas_zero_snr=True, timestep_spacing="trailing"
+    ).config
+    stds = {}
+    for name, scheduler in (
+        ("control", DDIMScheduler.from_config(config)),
+        ("heun", load_scheduler("geometric-heun", config, multistep=False)),
+    ):
+        pipe.scheduler = scheduler
+        latents = pipe("a cat", num_inference_steps=4, generator=gen(0), output_type="latent").images
+        assert torch.isfinite(latents).all()
+        stds[name] = float(latents.std())
+    assert stds["heun"] < 2 * stds["control"]
+
+
+def test_two_call_heun_warns_where_a_pipeline_counts_its_calls_as_steps(caplog):
+    """Flux img2img passes sigmas, then slices len(timesteps) = 2N - 1 'steps' by strength: named, not silent."""
+    from diffusers_geo import load_scheduler
+    from diffusers_geo.testing import tiny_flux_pipeline
+
+    pipe = tiny_flux_pipeline(
+        "img2img", scheduler=lambda c: load_scheduler("geometric-heun", c, multistep=False)
+    )
+    with caplog.at_level(logging.WARNING, logger="diffusers_geo"):
+        pipe(
+            "a cat",
+            image=tiny_image(0),
+            strength=0.5,
+            num_inference_steps=4,
+            generator=gen(0),
+            output_type="latent",
+        )
+    assert any("cutting `strength`" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    one_call = load_scheduler("geometric-heun", dict(pipe.scheduler.config), multistep=True)
+    pipe.scheduler = one_call
+    with caplog.at_level(logging.WARNING, logger="diffusers_geo"):
+        pipe(
+            "a cat",
+            image=tiny_image(0),
+            strength=0.5,
+            num_inference_steps=4,
+            generator=gen(0),
+            output_type="latent",
+        )
+    assert not any("cutting `strength`" in r.getMessage() for r in caplog.records)
+    assert one_call.begin_index == 2  # the control's: int(4 * 0.5) steps kept

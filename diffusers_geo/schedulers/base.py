@@ -623,6 +623,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         self._begin_index: int | None = None
         self._nonfinite_step: torch.Tensor | None = None
         self.ode_jump: OdeJump | None = None
+        self._schedule_given = False  # set_timesteps got `sigmas=` / `timesteps=` (see set_begin_index)
         #: the one observer of a run: called after every solver step with ``(y, D, sigma, sigma_next, y_next)``
         #: in sigma coordinates (the sample and denoiser output the step started from, and its result);
         #: GITS's teacher runs and TrajectoryRecorder set it, ``None`` when nobody watches
@@ -831,6 +832,15 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 "model calls. In img2img/inpainting this means int(strength * num_inference_steps) is 0: "
                 "raise strength or num_inference_steps (or lower denoising_start)."
             )
+        if self.order > 1 and begin_index > 0 and self._schedule_given:
+            logger.warning(
+                f"{type(self).__name__} makes {self.order} model calls per step, and this schedule was set with "
+                f"`sigmas=` / `timesteps=`: a pipeline that then counts len(scheduler.timesteps) = "
+                f"{len(self.timesteps)} as its number of steps (retrieve_timesteps; Flux img2img and inpainting "
+                f"always pass sigmas) computes begin_index={begin_index} from it, cutting `strength` about "
+                f"{self.order}x deeper into the schedule than asked. Use a one-call-per-step scheduler there "
+                "(GeometricHeunScheduler's default multistep=True)."
+            )
         self._begin_index = begin_index
 
     def index_for_timestep(self, timestep, schedule_timesteps: torch.Tensor | None = None) -> int:
@@ -896,6 +906,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
             mu: Flux's resolution-dependent shift (``calculate_shift`` of the pipeline); required with
                 ``use_dynamic_shifting=True``, ignored otherwise (as by ``FlowMatchEulerDiscreteScheduler``).
         """
+        schedule_given = timesteps is not None or sigmas is not None
         if self.is_flow_matching:
             sigmas, given = self._flow_sigmas(num_inference_steps, timesteps, sigmas, mu)
         else:
@@ -925,6 +936,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 f"after {jump.nfe} model calls, saving {jump.nfe_saved} of {jump.nfe + jump.nfe_saved}."
             )
         self.ode_jump = jump
+        self._schedule_given = schedule_given
         self.num_inference_steps = len(sigmas) - 1
         self.sigmas = calls
         self.timesteps = param.timestep_of(calls[:-1]).to(torch.float32).to(device)

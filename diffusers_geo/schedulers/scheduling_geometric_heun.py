@@ -3,6 +3,8 @@ intermediate point (Chen et al., arXiv 2305.19947; Zhou et al., arXiv 2312.00094
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..solvers.geometric import HeunState, heun_call, intermediate_sigma, multistep_call
@@ -108,6 +110,13 @@ class GeometricHeunScheduler(GeoScheduler):
         levels = torch.stack([sigmas[:-2], sigmas.new_tensor(mids)], dim=1).reshape(-1)
         return torch.cat([levels, sigmas[-2:]])
 
+    def _infinite_sigma(self) -> float:
+        """The noise level the two-call step treats as infinite: a zero terminal SNR's finite stand-in (the
+        trained ``sigma_max`` with ``rescale_betas_zero_snr=True``), else only ``inf`` itself."""
+        if self.config.rescale_betas_zero_snr and not self.is_flow_matching:
+            return self.parameterization.sigma_max * (1 - 1e-9)
+        return math.inf
+
     def reset_state(self) -> None:
         """Forget what the last call left (Heun's first stage, or the multistep variant's last step)."""
         self._state: HeunState | None = None
@@ -130,6 +139,8 @@ class GeometricHeunScheduler(GeoScheduler):
                 cfg.max_multistep_weight,
             )
         else:  # a call after a first stage finishes its step (the first stage leaves a state, the second none)
-            y_next, state = heun_call(y, denoised, sigma, sigma_next, previous, cfg.intermediate_point)
+            y_next, state = heun_call(
+                y, denoised, sigma, sigma_next, previous, cfg.intermediate_point, self._infinite_sigma()
+            )
         self._state, self._state_index = state, index
         return y_next, denoised

@@ -160,6 +160,7 @@ def heun_call(
     sigma_next: float,
     first_stage: HeunState | None,
     r: float = 1.0,
+    infinite_sigma: float = math.inf,
 ) -> tuple[torch.Tensor, HeunState | None]:
     """One call of the two-evaluation step (Heun for ``r = 1``, AMED's intermediate point otherwise).
 
@@ -171,11 +172,13 @@ def heun_call(
     A step from ``sigma = inf`` (a flow model's first, from pure noise) has no Heun limit: the forward
     difference of :func:`heun_step` is weighted by ``h = -inf``. Its second stage is the trapezoidal rule in
     denoiser form instead, :func:`heun_corrector` (``sigma_next * u + (D_inf + D_next) / 2``), which has one,
-    so the step keeps its two calls and diffusers' order-2 layout (img2img slicing) holds."""
+    so the step keeps its two calls and diffusers' order-2 layout (img2img slicing) holds. A step from
+    ``sigma >= infinite_sigma`` is taken the same way: the finite stand-in of a zero terminal SNR (``sigma_T =
+    4096``), where the forward difference would be weighted by ``h / (2 sigma_next)``, some hundreds."""
     if first_stage is None:
         return euler_step(y, denoised, sigma, sigma_next), HeunState(sigma, y, denoised)
     start = first_stage
-    if math.isinf(start.sigma):
+    if start.sigma >= infinite_sigma:
         return heun_corrector(start.y, start.denoised, denoised, start.sigma, sigma_next), None
     return heun_step(start.y, start.denoised, denoised, start.sigma, sigma_next, sigma, r), None
 

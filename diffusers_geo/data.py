@@ -22,11 +22,11 @@ def load_digits():
     """scikit-learn's 1,797 bundled 8×8 digits (``.images``, ``.target``); scikit-learn is optional."""
     try:
         from sklearn.datasets import (
-            load_digits as sklearn_digits,  # optional: pip install "diffusers-geo[test]"
+            load_digits as sklearn_digits,  # optional: pip install "diffusers-geo[bench]"
         )
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "The digits data set comes with scikit-learn: pip install 'diffusers-geo[test]'"
+            'The digits data set comes with scikit-learn: pip install "diffusers-geo[bench]"'
         ) from err
     return sklearn_digits()
 

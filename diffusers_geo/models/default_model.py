@@ -76,7 +76,7 @@ def load_default_pipeline(
 
 
 # --------------------------------------------------------------------------------------------------
-# a recognisability score (needs scikit-learn: pip install "diffusers-geo[test]")
+# a recognisability score (needs scikit-learn: pip install "diffusers-geo[bench]")
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DigitsScore:

@@ -9,7 +9,7 @@ import torch
 
 from ..solvers.geometric import HeunState, heun_call, intermediate_sigma, multistep_call
 from .base import GeoScheduler, NoiseSource, scheduler_config
-from .options import Bool, Real
+from .options import Bool, Real, warn_unused
 
 
 class GeometricHeunScheduler(GeoScheduler):
@@ -64,6 +64,10 @@ class GeometricHeunScheduler(GeoScheduler):
             denoiser output to the corrected point; EDM's 0.5 (images in [-1, 1]; results change little
             between 0.5 and 1, which suits Stable Diffusion's scaled latents). A shared config key: on an EDM
             model it is also the model's own ``sigma_data``.
+
+    ``intermediate_point`` with ``multistep=True`` is an error; the options of the multistep variant in the
+    two-call mode are warned about, since a saved config of the other mode carries them (``sigma_data`` is a
+    shared key, the model's own on an EDM model, and is never warned about).
         **base_config: every option of :class:`GeoScheduler`.
     """
 
@@ -91,6 +95,16 @@ class GeometricHeunScheduler(GeoScheduler):
                 "(the default) every step makes one model call. Pass multistep=False for the two-call step, "
                 "or leave intermediate_point at 1."
             )
+        # a saved config of the other mode carries these: a warning, not an error
+        if not multistep:
+            mode = "with multistep=False (the two-call step)"
+            fix = "it applies to multistep=True; leave it at its default {default!r}, or pass multistep=True"
+            for name, value, default in (
+                ("corrector", corrector, True),
+                ("max_multistep_weight", max_multistep_weight, 2.0),
+            ):
+                if value != default:
+                    warn_unused(type(self).__name__, name, value, mode, fix.format(default=default))
         super().__init__(**base_config)
 
     @property

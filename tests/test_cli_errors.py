@@ -167,7 +167,7 @@ def test_bad_names_choices_and_options_are_refused(argv, flag, message, capsys, 
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.parametrize("command", ["demo", "analyze", "eval"])
+@pytest.mark.parametrize("command", ["demo", "analyze", "eval", "bench"])
 def test_cuda_without_cuda_is_refused(command, capsys, workdir):
     assert "CUDA is not available" in refused(capsys, [command, "--device", "cuda"], "--device")
 

@@ -165,9 +165,8 @@ def _bench(args: argparse.Namespace) -> None:
         resolve_names(args.schedulers)
     except ValueError as err:
         raise ValueError(f"--schedulers {args.schedulers!r}: {err}") from None
-    if args.overhead:
-        device(args.device)
-    else:
+    device(args.device)  # also without --overhead, so a bad or unavailable device is never silently ignored
+    if not args.overhead:
         needs("bench", "matplotlib", "sklearn")
     out_folder(args.out)
 

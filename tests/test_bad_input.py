@@ -24,7 +24,7 @@ from diffusers import (
 from diffusers_geo import SCHEDULERS, GeoScheduler, load_scheduler
 from diffusers_geo.registry import scheduler_names
 from diffusers_geo.schedulers.options import Real
-from diffusers_geo.testing import OWN_OVERRIDES, SD_BETAS
+from diffusers_geo.testing import DDPM_BETAS, OWN_OVERRIDES, SD_BETAS
 
 NAMES = scheduler_names()  # one name per class
 SHARED = set(inspect.signature(GeoScheduler.__init__).parameters)
@@ -420,3 +420,89 @@ def test_vp_configs_of_builtins_still_load():
     ):
         for name in NAMES:
             assert load_scheduler(name, builtin(**SD_BETAS).config).config.beta_end == SD_BETAS["beta_end"]
+
+
+# ------------------------------------------------------------------------------------------------
+# options a mode does not use: warned about (a saved config of another mode carries them), and truly unused
+# ------------------------------------------------------------------------------------------------
+def _sample(scheduler) -> torch.Tensor:
+    """A short model-free run (a fixed linear "model"), the same noise for every scheduler."""
+    scheduler.set_timesteps(5)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 2, 3, 3, generator=torch.Generator().manual_seed(1))
+    for t in scheduler.timesteps:
+        out = 0.6 * x + float(t) / 2000.0
+        x = scheduler.step(out, t, x, generator=generator).prev_sample
+    return x
+
+
+FLOW = dict(prediction_type="flow_prediction", shift=3.0)
+UNUSED = [
+    # (class name, the mode, the unused option and its value, the phrase naming the mode)
+    ("GeometricHeunScheduler", dict(multistep=False), dict(corrector=False), "multistep=False"),
+    ("GeometricHeunScheduler", dict(multistep=False), dict(sigma_data=1.0), "multistep=False"),
+    ("GeometricHeunScheduler", dict(multistep=False), dict(max_multistep_weight=None), "multistep=False"),
+    ("GeometricHeunScheduler", dict(corrector=False), dict(sigma_data=1.0), "corrector=False"),
+    ("ERSDEScheduler", dict(solver_order=1), dict(quadrature="riemann-100"), "solver_order=1"),
+    ("ERSDEScheduler", dict(noise_scale="ode"), dict(eta=0.5), "noise_scale='ode'"),
+    ("ERSDEScheduler", dict(noise_scale="ode"), dict(s_noise=0.5), "noise_scale='ode'"),
+    ("ERSDEScheduler", dict(eta=0.0), dict(noise_scale="reverse-sde"), "eta=0"),
+    ("ERSDEScheduler", dict(eta=0.0), dict(s_noise=0.5), "eta=0"),
+    ("ProjectionDDIMScheduler", dict(schedule="spacing"), dict(start_sigma=8.35), "schedule='spacing'"),
+    ("ProjectionDDIMScheduler", dict(schedule="spacing"), dict(log_linear_end="ddim"), "schedule='spacing'"),
+    ("ProjectionDDIMScheduler", dict(use_karras_sigmas=True), dict(start_sigma=8.35), "use_karras_sigmas"),
+    ("ProjectionDDIMScheduler", dict(**FLOW, schedule="log-linear"), dict(start_sigma=3.0), "flow-matching"),
+]
+
+
+@pytest.fixture
+def scheduler_warnings(caplog, monkeypatch):
+    monkeypatch.undo()  # these cases sample on purpose (no_sampling is for bad input only)
+    caplog.set_level("WARNING", logger="diffusers_geo.schedulers.options")
+    return caplog
+
+
+@pytest.mark.parametrize(("cls_name", "mode", "option", "phrase"), UNUSED)
+def test_an_option_the_mode_does_not_use_is_warned_about_and_unused(
+    scheduler_warnings, cls_name, mode, option, phrase
+):
+    cls = next(c for c in SCHEDULERS.values() if c.__name__ == cls_name)
+    betas = {} if mode.get("prediction_type") else SD_BETAS
+    with_option = cls(**betas, **mode, **option)
+    ((name, value),) = option.items()
+    (record,) = scheduler_warnings.records
+    assert f"{name}={value!r} has no effect" in record.getMessage() and phrase in record.getMessage()
+    scheduler_warnings.clear()
+    without = cls(**betas, **mode)
+    assert not scheduler_warnings.records  # the mode alone, at the defaults, is silent
+    assert torch.equal(_sample(with_option), _sample(without))  # ... and the option really does nothing
+
+
+@pytest.mark.parametrize(
+    ("cls_name", "options"),
+    [
+        ("ERSDEScheduler", dict(eta=0.0, s_noise=0.0)),  # ComfyUI's ODE preset
+        ("ERSDEScheduler", dict(noise_scale="ode", eta=0.0)),
+        ("ERSDEScheduler", dict(solver_order=2, quadrature="riemann-200")),
+        ("GeometricHeunScheduler", dict(multistep=False, intermediate_point=0.5)),
+        ("GeometricHeunScheduler", dict(corrector=True, sigma_data=1.0, max_multistep_weight=None)),
+        ("ProjectionDDIMScheduler", dict(start_sigma=8.35, log_linear_end="ddim")),
+        ("ProjectionDDIMScheduler", dict(schedule="spacing", gamma=1.5)),
+    ],
+)
+def test_options_in_use_are_not_warned_about(scheduler_warnings, cls_name, options):
+    cls = next(c for c in SCHEDULERS.values() if c.__name__ == cls_name)
+    cls(**SD_BETAS, **options)
+    assert not scheduler_warnings.records
+
+
+@pytest.mark.parametrize(("betas", "sigma_max"), [(SD_BETAS, "14.6146"), (DDPM_BETAS, "157.4")])
+def test_start_sigma_above_the_models_sigma_max_is_an_error(betas, sigma_max):
+    from diffusers_geo import ProjectionDDIMScheduler
+
+    with pytest.raises(
+        ValueError, match=rf"start_sigma=200 is above .* sigma_max={sigma_max}.*start_sigma <="
+    ):
+        ProjectionDDIMScheduler(**betas, start_sigma=200.0)
+    top = ProjectionDDIMScheduler(**betas).parameterization.sigma_max
+    assert ProjectionDDIMScheduler(**betas, start_sigma=top).start_sigma == top  # the top itself is fine

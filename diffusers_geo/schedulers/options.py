@@ -18,6 +18,9 @@ from numbers import Real as _Real
 from typing import Any
 
 import numpy as np
+from diffusers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 
 def _is_bool(value: Any) -> bool:
@@ -133,6 +136,15 @@ class Betas:
 
 
 Check = Bool | Int | Real | Choice | Betas
+
+
+def warn_unused(owner: str, name: str, value: Any, mode: str, fix: str) -> None:
+    """Warn that option ``name=value`` has no effect in ``mode``, and how to fix it.
+
+    For a value that only a config carried over from another mode can explain (``X.from_config(saved,
+    multistep=False)`` keeps the saved ``corrector``), a combination that can only be a mistake is an error
+    in the scheduler's ``__init__`` instead."""
+    logger.warning(f"{owner}: {name}={value!r} has no effect {mode}: {fix}.")
 
 
 def _range(low, high) -> str:

@@ -21,7 +21,7 @@ from ..solvers.er_sde import (
     with_eta,
 )
 from .base import GeoScheduler, NoiseSource, scheduler_config
-from .options import Choice, Int, Real
+from .options import Choice, Int, Real, warn_unused
 
 
 class ERSDEScheduler(GeoScheduler):
@@ -107,10 +107,38 @@ class ERSDEScheduler(GeoScheduler):
             self._log_phi = log_phi_from_callable(noise_scale)
         else:
             raise TypeError(f"noise_scale must be a name or a callable phi(sigma), got {noise_scale!r}.")
+        self._warn_unused(solver_order, noise_scale, eta, s_noise, quadrature)
         super().__init__(**base_config)
         if not isinstance(noise_scale, str):
             self.register_to_config(noise_scale="custom")
         self._log_phi = with_eta(self._log_phi, float(eta))
+
+    def _warn_unused(self, solver_order, noise_scale, eta, s_noise, quadrature) -> None:
+        """Options without effect in the chosen mode (a saved config of another mode carries them): the
+        quadrature at order 1 (no integrals), ``eta`` with ``noise_scale="ode"`` (phi = sigma whatever eta),
+        ``noise_scale`` at ``eta = 0`` (the ODE whatever phi), ``s_noise`` when no noise is drawn. A 0 that
+        agrees with a deterministic mode (``eta``, ``s_noise``; ComfyUI's ODE preset) is not warned about."""
+        name = type(self).__name__
+        if solver_order == 1 and quadrature != "gauss-legendre":
+            fix = (
+                "it computes the order-2/3 coefficients; leave it at 'gauss-legendre', or raise solver_order"
+            )
+            warn_unused(name, "quadrature", quadrature, "at solver_order=1", fix)
+        deterministic = None
+        if noise_scale == "ode":
+            deterministic = "with noise_scale='ode' (phi = sigma, the probability-flow ODE)"
+            if eta not in (0, 1):
+                fix = "sigma^(1 - eta) phi^eta is sigma for every eta; leave eta at 1, or pick another noise_scale"
+                warn_unused(name, "eta", eta, deterministic, fix)
+        elif eta == 0:
+            deterministic = "at eta=0 (the probability-flow ODE whatever phi)"
+            if isinstance(noise_scale, str) and noise_scale != DEFAULT_NOISE_SCALE:
+                fix = f"leave noise_scale at {DEFAULT_NOISE_SCALE!r}, or raise eta above 0"
+                warn_unused(name, "noise_scale", noise_scale, deterministic, fix)
+        if deterministic is not None and s_noise not in (0, 1):
+            warn_unused(
+                name, "s_noise", s_noise, deterministic, "no noise is drawn; leave s_noise at 1 (or 0)"
+            )
 
     @property
     def stochastic(self) -> bool:

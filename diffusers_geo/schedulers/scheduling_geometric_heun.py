@@ -7,7 +7,7 @@ import torch
 
 from ..solvers.geometric import HeunState, heun_call, intermediate_sigma, multistep_call
 from .base import GeoScheduler, NoiseSource, scheduler_config
-from .options import Bool, Real
+from .options import Bool, Real, warn_unused
 
 
 class GeometricHeunScheduler(GeoScheduler):
@@ -60,7 +60,11 @@ class GeometricHeunScheduler(GeoScheduler):
         corrector: Heun's corrector with the next step's evaluation (``multistep=True`` only).
         sigma_data: the data's standard deviation per dimension (> 0) in the first-order move of the
             denoiser output to the corrected point; EDM's 0.5 (images in [-1, 1]; results change little
-            between 0.5 and 1, which suits Stable Diffusion's scaled latents).
+            between 0.5 and 1, which suits Stable Diffusion's scaled latents). With the corrector only.
+
+    ``intermediate_point`` with ``multistep=True`` is an error; the options of the multistep variant in the
+    two-call mode (and ``sigma_data`` without the corrector) are warned about, since a saved config of the
+    other mode carries them.
         **base_config: every option of :class:`GeoScheduler`.
     """
 
@@ -90,6 +94,20 @@ class GeometricHeunScheduler(GeoScheduler):
                 "(the default) every step makes one model call. Pass multistep=False for the two-call step, "
                 "or leave intermediate_point at 1."
             )
+        # a saved config of the other mode carries these: a warning, not an error
+        unused: dict = {}
+        if not multistep:
+            unused = {"corrector": (corrector, True), "sigma_data": (sigma_data, 0.5)}
+            unused["max_multistep_weight"] = (max_multistep_weight, 2.0)
+            mode = "with multistep=False (the two-call step)"
+            fix = "it applies to multistep=True; leave it at its default {default!r}, or pass multistep=True"
+        elif not corrector:
+            unused = {"sigma_data": (sigma_data, 0.5)}
+            mode = "with corrector=False (it moves the denoiser output to the corrected point)"
+            fix = "leave it at its default {default!r}, or pass corrector=True"
+        for name, (value, default) in unused.items():
+            if value != default:
+                warn_unused(type(self).__name__, name, value, mode, fix.format(default=default))
         super().__init__(**base_config)
 
     @property

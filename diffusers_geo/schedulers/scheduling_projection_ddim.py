@@ -11,8 +11,8 @@ from ..solvers.gradient_estimation import (
     GEState,
     gradient_estimation_call,
 )
-from .base import GeoScheduler, NoiseSource, scheduler_config
-from .options import Choice, Real
+from .base import SIGMA_RANGE_RTOL, GeoScheduler, NoiseSource, scheduler_config
+from .options import Choice, Real, warn_unused
 
 SCHEDULES = ("log-linear", "spacing")
 CORRECTIONS = ("noise", "velocity")
@@ -48,7 +48,8 @@ class ProjectionDDIMScheduler(GeoScheduler):
             ``flow_defaults``: the log-linear schedule has 0.39-0.48x the best deterministic built-in's ODE
             error on the mixture problem but 1.6x on the trained flow model at NFE 4, ``docs/flow_matching.md``). ``use_karras_sigmas`` / ``use_exponential_sigmas`` / ``use_beta_sigmas``,
             when set, take precedence, and custom ``timesteps=`` / ``sigmas=`` are always used as given.
-        start_sigma: first sigma of the log-linear schedule. ``None`` (default): the model's largest sigma,
+        start_sigma: first sigma of the log-linear schedule (at most the model's largest sigma ``sigma_max``:
+            a larger one is an error, it was clamped). ``None`` (default): the model's largest sigma,
             capped at 40, the paper's CIFAR-10 start (``DEFAULT_START_SIGMA_CAP``): 14.6 for Stable Diffusion
             betas, 40 for the pixel DDPM betas (sigma_max 157). The paper's other starts are 8.35 (Stable
             Diffusion) and 80 (CelebA). Chosen by measurement on the benchmark: above 40 the noised data is
@@ -116,6 +117,40 @@ class ProjectionDDIMScheduler(GeoScheduler):
                 f"{self.config.prediction_type!r} is a variance-preserving model's (where ComfyUI's correction "
                 "is the paper's). Use correction='noise' (the default)."
             )
+        if start_sigma is not None and not self.is_flow_matching:
+            top = self.parameterization.sigma_max
+            if start_sigma > top * (1 + SIGMA_RANGE_RTOL):
+                raise ValueError(
+                    f"start_sigma={start_sigma:g} is above the model's largest noise level sigma_max={top:.6g} "
+                    "(from its betas), where the log-linear schedule cannot start: pass start_sigma <= "
+                    f"{top:.6g}, or None for min(sigma_max, {DEFAULT_START_SIGMA_CAP:g})."
+                )
+        self._warn_unused(schedule, start_sigma, log_linear_end)
+
+    def _warn_unused(self, schedule: str, start_sigma: float | None, log_linear_end: str) -> None:
+        """The log-linear schedule's options where it is not used (a saved config of another mode, or a
+        pipeline config's Karras flag, carries them): with ``schedule="spacing"``, with a sigma respacing
+        (which takes precedence), and ``start_sigma`` on a flow model (its schedule starts at pure noise)."""
+        name = type(self).__name__
+        unused = {"start_sigma": (start_sigma, None), "log_linear_end": (log_linear_end, "geometric-mean")}
+        respacing = self._respacing()
+        if schedule == "spacing":
+            mode, fix = (
+                "with schedule='spacing'",
+                "it shapes the log-linear schedule; pass schedule='log-linear'",
+            )
+        elif respacing is not None:
+            mode = f"with use_{respacing}_sigmas=True, which takes precedence over the log-linear schedule"
+            fix = f"pass use_{respacing}_sigmas=False for the log-linear schedule"
+        elif self.is_flow_matching:
+            unused = {"start_sigma": unused["start_sigma"]}
+            mode = "on a flow-matching model (its log-linear schedule starts at the first level after pure noise)"
+            fix = "the flow log-linear schedule is set by log_linear_end alone"
+        else:
+            return
+        for option, (value, default) in unused.items():
+            if value != default:
+                warn_unused(name, option, value, mode, f"{fix}, or leave {option} at {default!r}")
 
     @property
     def stochastic(self) -> bool:

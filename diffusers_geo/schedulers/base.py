@@ -953,21 +953,8 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
 
     def _vp_sigmas(self, num_inference_steps, timesteps, sigmas) -> tuple[torch.Tensor, str]:
         """The N + 1 VE sigmas of a variance-preserving model's run, and how they were asked for."""
-        passed = [
-            name
-            for name, v in (
-                ("num_inference_steps", num_inference_steps),
-                ("timesteps", timesteps),
-                ("sigmas", sigmas),
-            )
-            if v is not None
-        ]
-        if len(passed) != 1:
-            raise ValueError(
-                "Pass exactly one of `num_inference_steps`, `timesteps` or `sigmas` to set_timesteps, "
-                f"got {passed or 'none'}."
-            )
-        given = {"num_inference_steps": "steps"}.get(passed[0], passed[0])
+        passed = _exactly_one_schedule_input(num_inference_steps, timesteps, sigmas)
+        given = {"num_inference_steps": "steps"}.get(passed, passed)
         cfg, param = self.config, self.parameterization
         respacing = self._respacing()
         if sigmas is not None:
@@ -1018,20 +1005,7 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         are its ``sigma_schedule`` at ``ramp = linspace(0, 1, N)``; ``sigmas`` increasing from 0 to at most 1 are
         such a ramp (EDMEulerScheduler's and Cosmos' convention, N values), decreasing ones our VE noise levels
         (N + 1 values with the terminal one); ``timesteps`` are ``c_noise = log(sigma) / 4``."""
-        passed = [
-            name
-            for name, v in (
-                ("num_inference_steps", num_inference_steps),
-                ("timesteps", timesteps),
-                ("sigmas", sigmas),
-            )
-            if v is not None
-        ]
-        if len(passed) != 1:
-            raise ValueError(
-                "Pass exactly one of `num_inference_steps`, `timesteps` or `sigmas` to set_timesteps, "
-                f"got {passed or 'none'}."
-            )
+        _exactly_one_schedule_input(num_inference_steps, timesteps, sigmas)
         param = self.parameterization
         if sigmas is not None:
             values = _as_float64("sigmas", sigmas)
@@ -1467,6 +1441,25 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         sigma = sigma.to(sample.device, torch.float32).reshape(-1, *([1] * (sample.ndim - 1)))
         alpha = self.parameterization.alpha(sigma)
         return (alpha * noise - alpha * sigma * sample).to(sample.dtype)
+
+
+def _exactly_one_schedule_input(num_inference_steps, timesteps, sigmas) -> str:
+    """The name of the one schedule input ``set_timesteps`` was given (a VP or EDM model takes exactly one)."""
+    passed = [
+        name
+        for name, v in (
+            ("num_inference_steps", num_inference_steps),
+            ("timesteps", timesteps),
+            ("sigmas", sigmas),
+        )
+        if v is not None
+    ]
+    if len(passed) != 1:
+        raise ValueError(
+            "Pass exactly one of `num_inference_steps`, `timesteps` or `sigmas` to set_timesteps, "
+            f"got {passed or 'none'}."
+        )
+    return passed[0]
 
 
 def _respacings(karras: bool, exponential: bool, beta: bool):

@@ -136,3 +136,15 @@ def test_an_unknown_source_class_keeps_our_defaults_with_a_warning(warnings_of_b
     config = {**SD_BETAS, "_class_name": "SomeoneElsesScheduler", "quadrature": "riemann-100"}
     assert ERSDEScheduler.from_config(config).config.quadrature == "gauss-legendre"
     assert "quadrature='riemann-100' in the config of SomeoneElsesScheduler" in warnings_of_base.text
+
+
+@pytest.mark.parametrize("bad", ["my-folder", 3, None, ["a"]])
+def test_from_config_of_a_non_config_is_a_type_error_naming_the_fix(bad):
+    with pytest.raises(TypeError, match=r"takes a scheduler config .* pass pipe\.scheduler\.config"):
+        ERSDEScheduler.from_config(bad)
+
+
+def test_from_config_of_a_scheduler_instance_says_to_pass_its_config():
+    with pytest.raises(TypeError, match=r"DPMSolverMultistepScheduler instance, not its config"):
+        ERSDEScheduler.from_config(DPMSolverMultistepScheduler())
+    assert ERSDEScheduler.from_config(DPMSolverMultistepScheduler().config).config.solver_order == 3

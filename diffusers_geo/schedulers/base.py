@@ -472,6 +472,28 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         return checks
 
     @classmethod
+    def from_config(cls, config=None, return_unused_kwargs: bool = False, **kwargs):
+        """diffusers' ``from_config``, with a ``TypeError`` naming the fix for what is not a config: a scheduler
+        (pass its ``.config``), a path or Hub id (``from_pretrained`` loads those; diffusers' string form is
+        deprecated and would go to the network) or any other non-mapping."""
+        if isinstance(config, ConfigMixin):
+            raise TypeError(
+                f"{cls.__name__}.from_config got a {type(config).__name__} instance, not its config: pass "
+                f"{cls.__name__}.from_config(pipe.scheduler.config)."
+            )
+        if not isinstance(config, Mapping):
+            hint = (
+                f" to load a saved folder or Hub repo, use {cls.__name__}.from_pretrained({config!r})"
+                if isinstance(config, str)
+                else ""
+            )
+            raise TypeError(
+                f"{cls.__name__}.from_config takes a scheduler config (a mapping such as pipe.scheduler.config), "
+                f"got {type(config).__name__} {config!r}: pass pipe.scheduler.config{';' + hint if hint else ''}."
+            )
+        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
+    @classmethod
     def extract_init_dict(cls, config_dict, **kwargs):
         """diffusers' ``from_config`` rule, with two differences. A ``FlowMatch*`` scheduler's config is a
         flow-matching model's (``prediction_type="flow_prediction"``, see :func:`_from_flow_match_class`).

@@ -475,3 +475,50 @@ def test_two_call_heun_warns_where_a_pipeline_counts_its_calls_as_steps(caplog):
         )
     assert not any("cutting `strength`" in r.getMessage() for r in caplog.records)
     assert one_call.begin_index == 2  # the control's: int(4 * 0.5) steps kept
+
+
+# ------------------------------------------------------------------------------------------------------
+# CogView4: `timesteps` (unshifted, for the model) and `sigmas` (shifted, for the noise) passed together
+# ------------------------------------------------------------------------------------------------------
+def _cogview4_control():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        base_shift=0.25,
+        max_shift=0.75,
+        base_image_seq_len=256,
+        use_dynamic_shifting=True,
+        time_shift_type="linear",
+    )
+
+
+@pytest.mark.parametrize("name", ["sigma-ddim", "er-sde", "projection-ddim", "geometric-heun"])
+def test_cogview4_timesteps_beside_sigmas_are_the_controls(name):
+    import numpy as np
+
+    from diffusers_geo import load_scheduler
+    from diffusers_geo.schedules.flow import noise_fraction
+
+    control = _cogview4_control()
+    steps, mu = 6, 0.6
+    timesteps = np.linspace(1000, 1.0, steps).astype(np.int64).astype(np.float32)  # the pipeline's own
+    sigmas = timesteps / 1000
+    control.set_timesteps(timesteps=timesteps, sigmas=sigmas, mu=mu)
+    ours = load_scheduler(name, control.config)
+    ours.set_timesteps(timesteps=timesteps, sigmas=sigmas, mu=mu)
+    assert torch.equal(ours.timesteps, control.timesteps)  # the model sees the unshifted timesteps
+    levels = noise_fraction(ours.sigmas).float()
+    assert torch.allclose(levels, control.sigmas, atol=1e-6)  # and the noise the shifted fractions give
+    assert not torch.allclose(control.sigmas[:-1] * 1000, control.timesteps)  # the two do differ here
+
+
+def test_cogview4_two_call_heun_is_refused_naming_the_fix():
+    import numpy as np
+
+    from diffusers_geo import GeometricHeunScheduler
+
+    ours = GeometricHeunScheduler.from_config(_cogview4_control().config, multistep=False)
+    timesteps = np.linspace(1000, 1.0, 6).astype(np.float32)
+    with pytest.raises(ValueError, match="multistep=True"):
+        ours.set_timesteps(timesteps=timesteps, sigmas=timesteps / 1000, mu=0.6)
+    assert ours.sigmas is None  # nothing left behind

@@ -929,7 +929,18 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
                 ``use_dynamic_shifting=True``, ignored otherwise (as by ``FlowMatchEulerDiscreteScheduler``).
         """
         schedule_given = timesteps is not None or sigmas is not None
+        model_timesteps = None
         if self.is_flow_matching:
+            if timesteps is not None and sigmas is not None:
+                # CogView4: the model's (unshifted) timesteps beside the noise fractions, which are shifted, as
+                # FlowMatchEulerDiscreteScheduler takes both
+                model_timesteps = _as_decreasing("timesteps", timesteps)
+                if len(model_timesteps) != len(sigmas):
+                    raise ValueError(
+                        f"`timesteps` ({len(model_timesteps)} values) and `sigmas` ({len(sigmas)} values) passed "
+                        "together must have one value per step each, as FlowMatchEulerDiscreteScheduler takes them."
+                    )
+                timesteps = None
             sigmas, given = self._flow_sigmas(num_inference_steps, timesteps, sigmas, mu)
         else:
             if mu is not None:
@@ -947,6 +958,14 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         sigmas = self.schedule_sigmas(sigmas, given)
         sigmas, jump = ode_jump(sigmas, cfg.jump_sigma, cfg.jump_step, lambda s: len(self.call_sigmas(s)) - 1)
         calls = self.call_sigmas(sigmas)
+        if model_timesteps is not None:
+            if len(calls) != len(sigmas):
+                raise ValueError(
+                    f"{type(self).__name__} calls the model {len(calls) - 1} times for {len(sigmas) - 1} steps, so the "
+                    "`timesteps` passed beside `sigmas` (one per step, CogView4's) name no timestep for the extra "
+                    "calls: use a one-call scheduler (GeometricHeunScheduler's default multistep=True)."
+                )
+            model_timesteps = model_timesteps[: len(calls) - 1]  # ODE-Jump may end the run early
         try:
             self.plan(calls)
         except Exception:
@@ -961,7 +980,9 @@ class GeoScheduler(SchedulerMixin, ConfigMixin):
         self._schedule_given = schedule_given
         self.num_inference_steps = len(sigmas) - 1
         self.sigmas = calls
-        self.timesteps = param.timestep_of(calls[:-1]).to(torch.float32).to(device)
+        if model_timesteps is None:
+            model_timesteps = param.timestep_of(calls[:-1])
+        self.timesteps = model_timesteps.to(torch.float32).to(device)
         self._step_index = None
         self._begin_index = None
         self._nonfinite_step = None
